@@ -1,0 +1,104 @@
+// qemu-bridge-helper in Deno: QEMU runs `qemu-bridge-helper [--use-vnet] --br=BR --fd=N`; we
+// check the ACL, create a tap on the bridge and send its fd back over the socket N.
+// Read top to bottom, this file is the audit checklist; each step's reasons live beside it.
+
+import { ACL_FILE, AclError, loadAcl } from "./acl/load.ts";
+import { aclAllows } from "./acl/decide.ts";
+import { parseHelperArgs, USAGE, UsageError } from "./cli/args.ts";
+import { runChecks } from "./cli/check.ts";
+import { detectMode, dropSetuidRoot, lockDown, PrivilegeError } from "./caps/privileges.ts";
+import { NetControl } from "./net/bridge.ts";
+import { attachTap, openTun, tunFeatures } from "./net/tap.ts";
+import { fstat, getsockoptInt, OsError, S, sendFd, SOCK } from "./sys/libc.ts";
+import { IFF } from "./sys/structs.ts";
+
+/** A failure with the exact text the C helper prints for it. */
+class Fail extends Error {}
+
+/** Runs `fn`; an OsError becomes `Fail("<what>: <strerror>")`, the C helper's format. */
+function step<T>(what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof OsError) throw new Fail(`${what}: ${e.strerror}`);
+    throw e;
+  }
+}
+
+function main(argv: readonly string[]): number {
+  // 1. Privileges before anything the caller controls is read. Set-user-ID root drops to the
+  //    caller with only CAP_NET_ADMIN and verifies it; every mode sets no-new-privileges.
+  const mode = detectMode();
+  if (mode === "setuid-root") {
+    dropSetuidRoot();
+    warn("warning: installed set-user-ID root, which is unsafe for a Deno binary; see SECURITY.md");
+  }
+  lockDown();
+
+  // 2. The command line: QEMU's grammar, but duplicates, junk in --fd and bad names are errors.
+  const args = parseHelperArgs(argv);
+  if (args.check) return runChecks(args.bridge);
+
+  // 3. The fd must be an open Unix socket now, before any tap exists (C finds out at the end).
+  checkUnixSocket(args.fd);
+
+  // 4. The ACL, read with the caller's rights; any doubt about it denies.
+  const rules = loadAcl(ACL_FILE, { onSkip: () => {} });
+  if (!aclAllows(rules, args.bridge)) throw new Fail("access denied by acl file");
+
+  // 5. Kernel work. Both fds are closed on every path by `using`; the tap is non-persistent,
+  //    so closing its fd on a failure removes it and its bridge port.
+  using ctl = step("failed to open control socket", () => new NetControl());
+  using tun = step("failed to open /dev/net/tun", () => openTun());
+  let flags = IFF.TAP | IFF.NO_PI;
+  if (args.useVnet) {
+    // As in C: no vnet header when the kernel lacks it or cannot say; QEMU asks TUNGETIFF.
+    try {
+      if (tunFeatures(tun) & IFF.VNET_HDR) flags |= IFF.VNET_HDR;
+    } catch { /* continue without IFF_VNET_HDR */ }
+  }
+  const tap = step("failed to create tun device", () => attachTap(tun, flags));
+  const mtu = step(`failed to get mtu of bridge \`${args.bridge}'`, () => ctl.mtu(args.bridge));
+  step(`failed to set mtu of device \`${tap}' to ${mtu}`, () => ctl.setMtu(tap, mtu));
+  step(`failed to get MAC address of device \`${tap}'`, () => ctl.hwaddr(tap));
+  step(`failed to set MAC address of device \`${tap}'`, () => ctl.setFirstMacByteFE(tap));
+  step(
+    `failed to add interface \`${tap}' to bridge \`${args.bridge}'`,
+    () => ctl.addToBridge(args.bridge, tap),
+  );
+  const up = step(`failed to get interface flags for \`${tap}'`, () => ctl.flags(tap));
+  step(`failed to bring up interface \`${tap}'`, () => ctl.setFlags(tap, up | IFF.UP));
+
+  // 6. One sendmsg: a 0x00 byte and the tap fd. Exit 0 only after it succeeded.
+  step("failed to write fd to unix socket", () => sendFd(args.fd, tun.value));
+  return 0;
+}
+
+function checkUnixSocket(fd: number): void {
+  let ok = false;
+  try {
+    ok = (fstat(fd).mode & S.IFMT) === S.IFSOCK &&
+      getsockoptInt(fd, SOCK.SOL_SOCKET, SOCK.SO_DOMAIN) === SOCK.AF_UNIX;
+  } catch { /* not open: ok stays false */ }
+  if (!ok) throw new Fail(`invalid --fd=${fd}: not an open Unix socket`);
+}
+
+function warn(line: string): void {
+  Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
+}
+
+function run(): number {
+  try {
+    return main(Deno.args);
+  } catch (e) {
+    if (e instanceof UsageError) warn(USAGE);
+    else if (e instanceof AclError) {
+      warn(`failed to parse default acl file \`${ACL_FILE}': ${e.message}`);
+    } else if (e instanceof Fail || e instanceof PrivilegeError || e instanceof RangeError) {
+      warn(e.message);
+    } else warn(`qemu-bridge-helper: ${e instanceof Error ? e.message : String(e)}`);
+    return 1;
+  }
+}
+
+Deno.exit(run());

@@ -1,0 +1,215 @@
+// Runs a bridge helper the way QEMU does (a Unix socketpair, the child's end as fd 3,
+// `--use-vnet` only when asked, never a shell) and receives the tap fd it sends back.
+
+import { Fd } from "../sys/fd.ts";
+import {
+  close,
+  kill,
+  pidfdOpen,
+  POLL,
+  pollAsync,
+  read,
+  recvFds,
+  setNonBlocking,
+  SOCK,
+  socketpair,
+  spawn,
+  tryWait,
+} from "../sys/libc.ts";
+import type { ExitStatus } from "../sys/libc.ts";
+import { tapInfo } from "./tap.ts";
+
+/** The fd number the helper gets its socket on, as QEMU's `--fd=` for a fresh child. */
+export const HELPER_FD = 3;
+
+/** Output kept from a failing helper's stderr. */
+const MAX_STDERR = 64 * 1024;
+
+/** Why a helper run failed, with what it printed. */
+export class BridgeHelperError extends Error {
+  /** Everything the helper wrote to stdout and stderr (at most 64 KiB). */
+  readonly stderr: string;
+  /** How the helper ended, when it ended. */
+  readonly status: ExitStatus | undefined;
+
+  /** `message` is one line; `stderr` is appended to it after a colon when not empty. */
+  constructor(message: string, stderr: string, status?: ExitStatus, options?: ErrorOptions) {
+    const detail = stderr.trim();
+    super(detail ? `${message}: ${detail.split("\n").join(" | ")}` : message, options);
+    this.name = "BridgeHelperError";
+    this.stderr = stderr;
+    this.status = status;
+  }
+}
+
+/** What to run and how. */
+export interface RunHelperOptions {
+  /** The helper: a path (run with execv semantics, as QEMU: no PATH search) or an argv array. */
+  helper: string | readonly string[];
+  /** The bridge name, passed as `--br=NAME`. */
+  bridge: string;
+  /** Pass `--use-vnet`. */
+  vnetHdr: boolean;
+  /** Aborting kills the helper and rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+function describe(status: ExitStatus): string {
+  return status.exited ? `exit status ${status.code}` : `signal ${status.signal}`;
+}
+
+/**
+ * Runs the helper and returns the tap fd it sent, owned by the caller.
+ *
+ * Unlike QEMU: the control message is checked (level, type, length, truncation, exactly one
+ * fd), the fd must be a tun/tap fd, a helper that exits non-zero or sends nothing is an error
+ * carrying its stderr, and every fd received on a failure path is closed.
+ */
+export async function runHelper(options: RunHelperOptions): Promise<Fd> {
+  options.signal?.throwIfAborted();
+  const base = typeof options.helper === "string" ? [options.helper] : [...options.helper];
+  if (base.length === 0 || base[0] === "") throw new TypeError("The helper command is empty");
+  const argv = [
+    ...base,
+    ...(options.vnetHdr ? ["--use-vnet"] : []),
+    `--fd=${HELPER_FD}`,
+    `--br=${options.bridge}`,
+  ];
+
+  const [mine, theirs] = socketpair(SOCK.AF_UNIX, SOCK.STREAM).map((n) => new Fd(n)) as [Fd, Fd];
+  const [errRead, errWrite] = socketpair(SOCK.AF_UNIX, SOCK.STREAM).map((n) => new Fd(n)) as [
+    Fd,
+    Fd,
+  ];
+  using _m = mine;
+  using _er = errRead;
+  let pid: number;
+  try {
+    pid = spawn({
+      argv,
+      // A string is a path, as QEMU's execv; an argv array may name a program on PATH.
+      searchPath: typeof options.helper !== "string" && !base[0]!.includes("/"),
+      fds: new Map([[1, errWrite.value], [2, errWrite.value], [HELPER_FD, theirs.value]]),
+      devNull: [0],
+    });
+  } catch (e) {
+    theirs.close();
+    errWrite.close();
+    throw new BridgeHelperError(
+      `Failed to start the bridge helper ${JSON.stringify(base[0])}`,
+      "",
+      undefined,
+      { cause: e },
+    );
+  }
+  theirs.close();
+  errWrite.close();
+  using pidfd = new Fd(pidfdOpen(pid));
+  setNonBlocking(mine.value, true);
+  setNonBlocking(errRead.value, true);
+
+  const received: number[] = [];
+  const problems: string[] = [];
+  let gotMessage = false;
+  let stderr = "";
+  const decoder = new TextDecoder();
+  const chunk = new Uint8Array(new ArrayBuffer(4096));
+  let status: ExitStatus | undefined;
+  let sockOpen = true;
+  let errOpen = true;
+
+  const drainStderr = () => {
+    while (errOpen) {
+      const n = read(errRead.value, chunk, "read(helper stderr)");
+      if (n < 0) return; // EAGAIN
+      if (n === 0) {
+        errOpen = false;
+        return;
+      }
+      if (stderr.length < MAX_STDERR) {
+        stderr += decoder.decode(chunk.subarray(0, n), { stream: true });
+      }
+    }
+  };
+  const drainSocket = () => {
+    while (sockOpen) {
+      const r = recvFds(mine.value);
+      if (r === undefined) return;
+      received.push(...r.fds);
+      if (r.bytes === 0 && r.fds.length === 0) {
+        sockOpen = false;
+        return;
+      }
+      if (gotMessage) problems.push("more than one message");
+      gotMessage = true;
+      problems.push(...r.problems);
+    }
+  };
+  const closeReceived = () => {
+    for (const fd of received.splice(0)) {
+      try {
+        close(fd);
+      } catch { /* already gone */ }
+    }
+  };
+
+  try {
+    while (status === undefined) {
+      if (options.signal?.aborted) {
+        kill(pid, 9);
+        while (tryWait(pid) === undefined) await pollAsync([pidfd.value], [POLL.IN], 100);
+        throw options.signal.reason;
+      }
+      const fds = [pidfd.value, mine.value, errRead.value];
+      const events = [POLL.IN, sockOpen ? POLL.IN : 0, errOpen ? POLL.IN : 0];
+      await pollAsync(fds, events, 50);
+      drainSocket();
+      drainStderr();
+      status = tryWait(pid);
+    }
+    // The child is gone: take whatever it left in the socket and the pipe.
+    drainSocket();
+    drainStderr();
+    stderr += decoder.decode();
+    if (!status.exited || status.code !== 0) {
+      throw new BridgeHelperError(`Bridge helper failed (${describe(status)})`, stderr, status);
+    }
+    if (!gotMessage) {
+      throw new BridgeHelperError(
+        "Bridge helper exited 0 without sending a file descriptor",
+        stderr,
+        status,
+      );
+    }
+    if (problems.length > 0 || received.length !== 1) {
+      throw new BridgeHelperError(
+        `Bridge helper sent a bad control message: ${problems.join("; ") || "no fd"}`,
+        stderr,
+        status,
+      );
+    }
+    const fd = new Fd(received.pop()!);
+    try {
+      if (!tapInfo(fd.value).tap) throw new Error("it is a tun, not a tap");
+    } catch (e) {
+      fd.close();
+      throw new BridgeHelperError(
+        `Bridge helper sent a file descriptor that is not a tap: ${
+          e instanceof Error ? e.message : e
+        }`,
+        stderr,
+        status,
+        { cause: e },
+      );
+    }
+    return fd;
+  } catch (e) {
+    closeReceived();
+    if (status === undefined) {
+      // Never leave a child behind, whatever went wrong.
+      kill(pid, 9);
+      while (tryWait(pid) === undefined) await pollAsync([pidfd.value], [POLL.IN], 100);
+    }
+    throw e;
+  }
+}

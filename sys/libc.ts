@@ -1,0 +1,830 @@
+// The one unsafe boundary: the only file that calls Deno.dlopen, reads errno or touches raw
+// pointers. Everything else calls the typed wrappers below, which throw OsError on failure.
+
+/**
+ * The C library, by fixed absolute path. Never taken from the environment, argv or a file: the
+ * helper may run with CAP_NET_ADMIN, and a library path chosen by the caller would be code
+ * injection.
+ */
+export const LIBC_PATH: string = Deno.build.arch === "aarch64"
+  ? "/lib/aarch64-linux-gnu/libc.so.6"
+  : "/lib/x86_64-linux-gnu/libc.so.6";
+
+const SYMBOLS = {
+  // int *__errno_location(void);
+  __errno_location: { parameters: [], result: "pointer" },
+  // char *strerror(int errnum);
+  strerror: { parameters: ["i32"], result: "pointer" },
+  // int open(const char *path, int flags, mode_t mode);  (variadic; integer args are ABI-safe)
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  // int close(int fd);
+  close: { parameters: ["i32"], result: "i32" },
+  // ssize_t read(int fd, void *buf, size_t n);  (result read as int: frames and ACL chunks are
+  // far below 2 GiB, and -1 keeps its value in the low 32 bits)
+  read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  // ssize_t write(int fd, const void *buf, size_t n);
+  write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  // int ioctl(int fd, unsigned long req, void *arg);  (variadic)
+  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+  // int ioctl(int fd, unsigned long req, unsigned long arg);  (the by-value form)
+  ioctl_val: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
+  // int fcntl(int fd, int cmd, long arg);  (variadic)
+  fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
+  // int socket(int domain, int type, int protocol);
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  // int socketpair(int domain, int type, int protocol, int sv[2]);
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  // ssize_t sendmsg(int fd, const struct msghdr *msg, int flags);
+  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
+  // ssize_t recvmsg(int fd, struct msghdr *msg, int flags);
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
+  // int getsockopt(int fd, int level, int name, void *val, socklen_t *len);
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  // int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf);
+  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+  // int poll(struct pollfd *fds, nfds_t n, int timeout);
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  // The same poll, run on a worker thread so the event loop keeps going while it waits. Only
+  // for waiting on frame and child readiness; never for privileged calls (capabilities and
+  // errno are per thread).
+  poll_async: {
+    name: "poll",
+    parameters: ["buffer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  // int prctl(int option, unsigned long a2, a3, a4, a5);  (variadic)
+  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
+  // int capget(cap_user_header_t hdr, cap_user_data_t data);
+  capget: { parameters: ["buffer", "buffer"], result: "i32" },
+  // int capset(cap_user_header_t hdr, const cap_user_data_t data);
+  capset: { parameters: ["buffer", "buffer"], result: "i32" },
+  // uid_t getuid(void); and friends
+  getuid: { parameters: [], result: "u32" },
+  geteuid: { parameters: [], result: "u32" },
+  getgid: { parameters: [], result: "u32" },
+  getegid: { parameters: [], result: "u32" },
+  getpid: { parameters: [], result: "i32" },
+  // int getresuid(uid_t *r, uid_t *e, uid_t *s); int getresgid(...);
+  getresuid: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
+  getresgid: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
+  // int setresuid(uid_t r, uid_t e, uid_t s); int setresgid(...);
+  setresuid: { parameters: ["u32", "u32", "u32"], result: "i32" },
+  setresgid: { parameters: ["u32", "u32", "u32"], result: "i32" },
+  // int getgroups(int size, gid_t list[]);
+  getgroups: { parameters: ["i32", "buffer"], result: "i32" },
+  // unsigned if_nametoindex(const char *name);
+  if_nametoindex: { parameters: ["buffer"], result: "u32" },
+  // long syscall(long nr, long a, long b, long c);  (pidfd_open, gettid, getdents64)
+  syscall: { parameters: ["i64", "i64", "i64", "i64"], result: "i64" },
+  // int posix_spawn_file_actions_init(posix_spawn_file_actions_t *fa); and friends
+  posix_spawn_file_actions_init: { parameters: ["buffer"], result: "i32" },
+  posix_spawn_file_actions_destroy: { parameters: ["buffer"], result: "i32" },
+  posix_spawn_file_actions_adddup2: { parameters: ["buffer", "i32", "i32"], result: "i32" },
+  posix_spawn_file_actions_addopen: {
+    parameters: ["buffer", "i32", "buffer", "i32", "u32"],
+    result: "i32",
+  },
+  posix_spawn_file_actions_addclosefrom_np: { parameters: ["buffer", "i32"], result: "i32" },
+  // int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+  //                 const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
+  posix_spawn: {
+    parameters: ["buffer", "buffer", "buffer", "pointer", "buffer", "pointer"],
+    result: "i32",
+  },
+  posix_spawnp: {
+    parameters: ["buffer", "buffer", "buffer", "pointer", "buffer", "pointer"],
+    result: "i32",
+  },
+  // pid_t waitpid(pid_t pid, int *status, int options);
+  waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  // int kill(pid_t pid, int sig);
+  kill: { parameters: ["i32", "i32"], result: "i32" },
+  // extern char **environ;
+  environ: { type: "pointer" },
+} as const;
+
+let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+
+/** The loaded symbols; loaded once, on first use, so importing this file costs nothing. */
+function c(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
+  lib ??= Deno.dlopen(LIBC_PATH, SYMBOLS);
+  return lib.symbols;
+}
+
+/** Reads errno. Call it straight after the failing call, before anything else touches libc. */
+function errno(): number {
+  const p = c().__errno_location();
+  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32(0);
+}
+
+/** Returns glibc's text for an errno value ("No such device"), as the C helper prints it. */
+export function strerror(code: number): string {
+  const p = c().strerror(code);
+  return p === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(p);
+}
+
+const ERRNO_NAMES: ReadonlyMap<number, string> = new Map([
+  [1, "EPERM"],
+  [2, "ENOENT"],
+  [3, "ESRCH"],
+  [4, "EINTR"],
+  [5, "EIO"],
+  [9, "EBADF"],
+  [10, "ECHILD"],
+  [11, "EAGAIN"],
+  [12, "ENOMEM"],
+  [13, "EACCES"],
+  [14, "EFAULT"],
+  [16, "EBUSY"],
+  [17, "EEXIST"],
+  [19, "ENODEV"],
+  [20, "ENOTDIR"],
+  [21, "EISDIR"],
+  [22, "EINVAL"],
+  [24, "EMFILE"],
+  [25, "ENOTTY"],
+  [32, "EPIPE"],
+  [36, "ENAMETOOLONG"],
+  [40, "ELOOP"],
+  [77, "EBADFD"],
+  [88, "ENOTSOCK"],
+  [95, "EOPNOTSUPP"],
+  [97, "EAFNOSUPPORT"],
+  [105, "ENOBUFS"],
+  [107, "ENOTCONN"],
+]);
+
+/** A failed system call: names the call and carries errno and glibc's text for it. */
+export class OsError extends Error {
+  /** The libc function that failed, for example `"ioctl(SIOCBRADDIF)"`. */
+  readonly syscall: string;
+  /** The errno value read straight after the call. */
+  readonly errno: number;
+  /** The symbolic name of errno, for example `"ENODEV"`, or `"E<n>"` when not known. */
+  readonly code: string;
+  /** glibc's strerror() text, for example `"No such device"`. */
+  readonly strerror: string;
+
+  /** Builds the error; `message` defaults to `"<syscall>: <strerror>"`. */
+  constructor(syscall: string, errnoValue: number) {
+    const text = strerror(errnoValue);
+    super(`${syscall}: ${text}`);
+    this.name = "OsError";
+    this.syscall = syscall;
+    this.errno = errnoValue;
+    this.code = ERRNO_NAMES.get(errnoValue) ?? `E${errnoValue}`;
+    this.strerror = text;
+  }
+}
+
+/** errno values callers compare against. */
+export const E = {
+  EPERM: 1,
+  ENOENT: 2,
+  ESRCH: 3,
+  EINTR: 4,
+  ECHILD: 10,
+  EAGAIN: 11,
+  EACCES: 13,
+  ENODEV: 19,
+  EINVAL: 22,
+  EPIPE: 32,
+  ELOOP: 40,
+  ENOTSOCK: 88,
+  EOPNOTSUPP: 95,
+  ENOBUFS: 105,
+} as const;
+
+/** Throws OsError when `result` is negative, reading errno at once. Returns `result`. */
+function check(name: string, result: number): number {
+  if (result < 0) throw new OsError(name, errno());
+  return result;
+}
+
+/** A NUL-terminated copy of a string, for char* arguments. */
+export function cstr(s: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(s);
+  if (bytes.includes(0)) throw new TypeError(`String contains a NUL byte: ${JSON.stringify(s)}`);
+  const out = new Uint8Array(new ArrayBuffer(bytes.length + 1));
+  out.set(bytes);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Constants (Linux, x86_64 and aarch64 share all of these)
+
+/** open(2) flags. */
+export const O = {
+  RDONLY: 0,
+  RDWR: 2,
+  NOCTTY: 0o400,
+  NONBLOCK: 0o4000,
+  DIRECTORY: 0o200000,
+  NOFOLLOW: 0o400000,
+  CLOEXEC: 0o2000000,
+} as const;
+
+/** Socket constants. */
+export const SOCK = {
+  AF_UNIX: 1,
+  AF_INET: 2,
+  STREAM: 1,
+  DGRAM: 2,
+  SEQPACKET: 5,
+  NONBLOCK: 0o4000,
+  CLOEXEC: 0o2000000,
+  SOL_SOCKET: 1,
+  SO_TYPE: 3,
+  SO_DOMAIN: 39,
+  SCM_RIGHTS: 1,
+  MSG_CTRUNC: 0x8,
+  MSG_DONTWAIT: 0x40,
+  MSG_NOSIGNAL: 0x4000,
+  MSG_CMSG_CLOEXEC: 0x40000000,
+} as const;
+
+/** poll(2) event bits. */
+export const POLL = { IN: 0x1, OUT: 0x4, ERR: 0x8, HUP: 0x10, NVAL: 0x20 } as const;
+
+/** fcntl(2) commands and flags. */
+export const F = { GETFD: 1, SETFD: 2, GETFL: 3, SETFL: 4, FD_CLOEXEC: 1 } as const;
+
+// ---------------------------------------------------------------------------------------------
+// File descriptors
+
+/** open(2); `O_CLOEXEC` is always added so no fd leaks into a child by accident. */
+export function open(path: string, flags: number, mode = 0): number {
+  return check(`open(${path})`, c().open(cstr(path), flags | O.CLOEXEC, mode));
+}
+
+/** close(2). */
+export function close(fd: number): void {
+  check("close", c().close(fd));
+}
+
+/** read(2) into `buf`; returns the byte count, or -1 with EAGAIN on an empty non-blocking fd. */
+export function read(fd: number, buf: Uint8Array<ArrayBuffer>, name = "read"): number {
+  const n = c().read(fd, buf, BigInt(buf.byteLength));
+  if (n < 0) {
+    const e = errno();
+    if (e === E.EAGAIN) return -1;
+    throw new OsError(name, e);
+  }
+  return n;
+}
+
+/** write(2) of `buf`; returns the byte count, or -1 with EAGAIN when a non-blocking fd is full. */
+export function write(fd: number, buf: Uint8Array<ArrayBuffer>, name = "write"): number {
+  const n = c().write(fd, buf, BigInt(buf.byteLength));
+  if (n < 0) {
+    const e = errno();
+    if (e === E.EAGAIN) return -1;
+    throw new OsError(name, e);
+  }
+  return n;
+}
+
+/** The raw read(2) for hot loops: returns the count or `-errno`, never throws. */
+export function readRaw(fd: number, buf: Uint8Array<ArrayBuffer>, len: bigint): number {
+  const n = c().read(fd, buf, len);
+  return n < 0 ? -errno() : n;
+}
+
+/** The raw write(2) for hot loops: returns the count or `-errno`, never throws. */
+export function writeRaw(fd: number, buf: Uint8Array<ArrayBuffer>, len: bigint): number {
+  const n = c().write(fd, buf, len);
+  return n < 0 ? -errno() : n;
+}
+
+/** ioctl(2) with a pointer argument; `name` is used in the error ("ioctl(TUNSETIFF)"). */
+export function ioctl(
+  fd: number,
+  request: number,
+  arg: Uint8Array<ArrayBuffer>,
+  name: string,
+): number {
+  return check(`ioctl(${name})`, c().ioctl(fd, BigInt(request), arg));
+}
+
+/** ioctl(2) with an integer argument passed by value. */
+export function ioctlValue(fd: number, request: number, arg: number, name: string): number {
+  return check(`ioctl(${name})`, c().ioctl_val(fd, BigInt(request), BigInt(arg)));
+}
+
+/** fcntl(2). */
+export function fcntl(fd: number, cmd: number, arg = 0): number {
+  return check("fcntl", c().fcntl(fd, cmd, BigInt(arg)));
+}
+
+/** Puts an fd into non-blocking mode (or back). */
+export function setNonBlocking(fd: number, on: boolean): void {
+  const fl = fcntl(fd, F.GETFL);
+  fcntl(fd, F.SETFL, on ? fl | O.NONBLOCK : fl & ~O.NONBLOCK);
+}
+
+/** True when `fd` is open in this process. */
+export function isOpen(fd: number): boolean {
+  if (c().fcntl(fd, F.GETFD, 0n) >= 0) return true;
+  return false;
+}
+
+/** What statx(2) tells us about a file. */
+export interface FileStat {
+  /** The file type and permission bits (st_mode). */
+  mode: number;
+  /** Owner uid. */
+  uid: number;
+  /** Owner gid. */
+  gid: number;
+  /** Size in bytes. */
+  size: number;
+  /** Inode number. */
+  ino: bigint;
+  /** Device, as "major:minor". */
+  dev: string;
+}
+
+/** File type bits of st_mode. */
+export const S = {
+  IFMT: 0o170000,
+  IFSOCK: 0o140000,
+  IFREG: 0o100000,
+  IFDIR: 0o040000,
+  IFCHR: 0o020000,
+  IFIFO: 0o010000,
+} as const;
+
+function parseStatx(buf: Uint8Array<ArrayBuffer>): FileStat {
+  // struct statx has one layout on every architecture (unlike struct stat).
+  const v = new DataView(buf.buffer);
+  return {
+    uid: v.getUint32(20, true),
+    gid: v.getUint32(24, true),
+    mode: v.getUint16(28, true),
+    ino: v.getBigUint64(32, true),
+    size: Number(v.getBigUint64(40, true)),
+    dev: `${v.getUint32(136, true)}:${v.getUint32(140, true)}`,
+  };
+}
+
+const AT_EMPTY_PATH = 0x1000;
+const STATX_BASIC_STATS = 0x7ff;
+
+/** fstat(2) of an open fd (through statx, whose layout does not depend on the architecture). */
+export function fstat(fd: number): FileStat {
+  const buf = new Uint8Array(new ArrayBuffer(256));
+  check("statx", c().statx(fd, new Uint8Array([0]), AT_EMPTY_PATH, STATX_BASIC_STATS, buf));
+  return parseStatx(buf);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sockets and fd passing
+
+/** socket(2). */
+export function socket(domain: number, type: number, protocol = 0): number {
+  return check("socket", c().socket(domain, type | SOCK.CLOEXEC, protocol));
+}
+
+/** socketpair(2); both ends are close-on-exec. */
+export function socketpair(domain: number, type: number): [number, number] {
+  const sv = new Int32Array(2);
+  check("socketpair", c().socketpair(domain, type | SOCK.CLOEXEC, 0, new Uint8Array(sv.buffer)));
+  return [sv[0]!, sv[1]!];
+}
+
+/** getsockopt(2) for an int option. */
+export function getsockoptInt(fd: number, level: number, name: number): number {
+  const val = new Int32Array(1);
+  const len = new Uint32Array([4]);
+  check(
+    "getsockopt",
+    c().getsockopt(fd, level, name, new Uint8Array(val.buffer), new Uint8Array(len.buffer)),
+  );
+  return val[0]!;
+}
+
+function ptr(buf: Uint8Array<ArrayBuffer>): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+}
+
+const CMSG_HDR = 16; // sizeof(struct cmsghdr) on LP64: len u64, level i32, type i32
+const CMSG_LEN_1FD = CMSG_HDR + 4; // 20
+const CMSG_SPACE_1FD = CMSG_HDR + 8; // 24
+
+/**
+ * Sends one data byte 0x00 and one fd with SCM_RIGHTS in a single sendmsg(2), exactly as
+ * qemu-bridge-helper does. MSG_NOSIGNAL: a closed peer is an EPIPE error, not a SIGPIPE death.
+ */
+export function sendFd(sock: number, fd: number): void {
+  const data = new Uint8Array(new ArrayBuffer(1)); // one byte, value 0
+  const iov = new Uint8Array(new ArrayBuffer(16));
+  const control = new Uint8Array(new ArrayBuffer(CMSG_SPACE_1FD));
+  const msg = new Uint8Array(new ArrayBuffer(56));
+  const iv = new DataView(iov.buffer);
+  iv.setBigUint64(0, ptr(data), true);
+  iv.setBigUint64(8, 1n, true);
+  const cv = new DataView(control.buffer);
+  cv.setBigUint64(0, BigInt(CMSG_LEN_1FD), true);
+  cv.setInt32(8, SOCK.SOL_SOCKET, true);
+  cv.setInt32(12, SOCK.SCM_RIGHTS, true);
+  cv.setInt32(16, fd, true);
+  const mv = new DataView(msg.buffer);
+  mv.setBigUint64(16, ptr(iov), true); // msg_iov
+  mv.setBigUint64(24, 1n, true); // msg_iovlen
+  mv.setBigUint64(32, ptr(control), true); // msg_control
+  mv.setBigUint64(40, BigInt(CMSG_LEN_1FD), true); // msg_controllen, as the C helper sends it
+  const n = c().sendmsg(sock, msg, SOCK.MSG_NOSIGNAL);
+  // Keep every buffer referenced until the call returned: the raw pointers above do not.
+  void [data, iov, control];
+  if (n < 0n) throw new OsError("sendmsg", errno());
+  if (n !== 1n) throw new OsError("sendmsg", E.EPIPE);
+}
+
+/** What one recvmsg(2) brought: data bytes and any fds, plus what was wrong with them. */
+export interface Received {
+  /** Data bytes received (0 means the peer closed without sending). */
+  bytes: number;
+  /** Every fd that arrived with SCM_RIGHTS, already close-on-exec. */
+  fds: number[];
+  /** Problems with the control message, empty when it was exactly one well-formed fd. */
+  problems: string[];
+}
+
+/**
+ * Receives one message that should carry exactly one fd. Unlike QEMU's recv_fd, the control
+ * message is checked: level, type, length and truncation. Every fd that arrives is returned so
+ * the caller can close it on a failure path. Returns undefined on EAGAIN (non-blocking socket).
+ */
+export function recvFds(sock: number): Received | undefined {
+  const data = new Uint8Array(new ArrayBuffer(16));
+  const iov = new Uint8Array(new ArrayBuffer(16));
+  const control = new Uint8Array(new ArrayBuffer(256));
+  const msg = new Uint8Array(new ArrayBuffer(56));
+  const iv = new DataView(iov.buffer);
+  iv.setBigUint64(0, ptr(data), true);
+  iv.setBigUint64(8, BigInt(data.byteLength), true);
+  const mv = new DataView(msg.buffer);
+  mv.setBigUint64(16, ptr(iov), true);
+  mv.setBigUint64(24, 1n, true);
+  mv.setBigUint64(32, ptr(control), true);
+  mv.setBigUint64(40, BigInt(control.byteLength), true);
+  const n = c().recvmsg(sock, msg, SOCK.MSG_CMSG_CLOEXEC | SOCK.MSG_DONTWAIT);
+  void [data, iov];
+  if (n < 0n) {
+    const e = errno();
+    if (e === E.EAGAIN) return undefined;
+    throw new OsError("recvmsg", e);
+  }
+  const controllen = Number(mv.getBigUint64(40, true));
+  const flags = mv.getInt32(48, true);
+  const cv = new DataView(control.buffer);
+  const fds: number[] = [];
+  const problems: string[] = [];
+  if (flags & SOCK.MSG_CTRUNC) problems.push("control message truncated (MSG_CTRUNC)");
+  let off = 0;
+  let messages = 0;
+  while (off + CMSG_HDR <= controllen) {
+    const len = Number(cv.getBigUint64(off, true));
+    const level = cv.getInt32(off + 8, true);
+    const type = cv.getInt32(off + 12, true);
+    if (len < CMSG_HDR || off + len > controllen) {
+      problems.push(`malformed control message length ${len}`);
+      break;
+    }
+    messages++;
+    if (level === SOCK.SOL_SOCKET && type === SOCK.SCM_RIGHTS) {
+      for (let p = off + CMSG_HDR; p + 4 <= off + len; p += 4) fds.push(cv.getInt32(p, true));
+    } else {
+      problems.push(`unexpected control message level ${level} type ${type}`);
+    }
+    off += (len + 7) & ~7;
+  }
+  if (messages > 1) problems.push(`expected one control message, got ${messages}`);
+  if (fds.length !== 1 && n > 0n) problems.push(`expected one fd, got ${fds.length}`);
+  return { bytes: Number(n), fds, problems };
+}
+
+// ---------------------------------------------------------------------------------------------
+// poll
+
+/** poll(2) on the calling thread; returns revents per fd (0 when nothing happened). */
+export function poll(fds: readonly number[], events: number, timeoutMs: number): number[] {
+  const buf = pollBuffer(fds, events);
+  check("poll", c().poll(buf, BigInt(fds.length), timeoutMs));
+  return pollResult(buf, fds.length);
+}
+
+/**
+ * poll(2) on a worker thread: the event loop keeps running while it waits. Returns revents per
+ * fd; an interrupted poll returns all zeros.
+ */
+export async function pollAsync(
+  fds: readonly number[],
+  events: readonly number[],
+  timeoutMs: number,
+): Promise<number[]> {
+  const buf = new Uint8Array(new ArrayBuffer(8 * fds.length));
+  const v = new DataView(buf.buffer);
+  fds.forEach((fd, i) => {
+    v.setInt32(i * 8, fd, true);
+    v.setInt16(i * 8 + 4, events[i] ?? 0, true);
+  });
+  // errno cannot be read after a call on another thread; a negative result means EINTR or a
+  // bad fd, and the caller re-checks its fds on the next round either way.
+  const r = await c().poll_async(buf, BigInt(fds.length), timeoutMs);
+  if (r < 0) return fds.map(() => 0);
+  return pollResult(buf, fds.length);
+}
+
+function pollBuffer(fds: readonly number[], events: number): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(new ArrayBuffer(8 * fds.length));
+  const v = new DataView(buf.buffer);
+  fds.forEach((fd, i) => {
+    v.setInt32(i * 8, fd, true);
+    v.setInt16(i * 8 + 4, events, true);
+  });
+  return buf;
+}
+
+function pollResult(buf: Uint8Array<ArrayBuffer>, n: number): number[] {
+  const v = new DataView(buf.buffer);
+  return Array.from({ length: n }, (_, i) => v.getInt16(i * 8 + 6, true) & 0xffff);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity, capabilities, process attributes
+
+/** Real, effective and saved uid or gid. */
+export interface Ids {
+  /** Real id. */
+  real: number;
+  /** Effective id. */
+  effective: number;
+  /** Saved id. */
+  saved: number;
+}
+
+/** getresuid(2). */
+export function getresuid(): Ids {
+  const r = new Uint32Array(1), e = new Uint32Array(1), s = new Uint32Array(1);
+  check(
+    "getresuid",
+    c().getresuid(new Uint8Array(r.buffer), new Uint8Array(e.buffer), new Uint8Array(s.buffer)),
+  );
+  return { real: r[0]!, effective: e[0]!, saved: s[0]! };
+}
+
+/** getresgid(2). */
+export function getresgid(): Ids {
+  const r = new Uint32Array(1), e = new Uint32Array(1), s = new Uint32Array(1);
+  check(
+    "getresgid",
+    c().getresgid(new Uint8Array(r.buffer), new Uint8Array(e.buffer), new Uint8Array(s.buffer)),
+  );
+  return { real: r[0]!, effective: e[0]!, saved: s[0]! };
+}
+
+/** setresuid(2): changes every thread (glibc broadcasts it). */
+export function setresuid(r: number, e: number, s: number): void {
+  check("setresuid", c().setresuid(r, e, s));
+}
+
+/** setresgid(2): changes every thread (glibc broadcasts it). */
+export function setresgid(r: number, e: number, s: number): void {
+  check("setresgid", c().setresgid(r, e, s));
+}
+
+/** The supplementary groups of the calling process. */
+export function getgroups(): number[] {
+  const n = check("getgroups", c().getgroups(0, new Uint8Array(0)));
+  const list = new Uint32Array(Math.max(n, 1));
+  const got = check("getgroups", c().getgroups(n, new Uint8Array(list.buffer)));
+  return Array.from(list.subarray(0, got));
+}
+
+/** getpid(2). */
+export function getpid(): number {
+  return c().getpid();
+}
+
+/** gettid(2): the calling thread's id. */
+export function gettid(): number {
+  return Number(c().syscall(BigInt(Deno.build.arch === "aarch64" ? 178 : 186), 0n, 0n, 0n));
+}
+
+/** prctl(2) constants. */
+export const PR = {
+  SET_DUMPABLE: 4,
+  GET_DUMPABLE: 3,
+  SET_KEEPCAPS: 8,
+  CAPBSET_READ: 23,
+  CAPBSET_DROP: 24,
+  SET_NO_NEW_PRIVS: 38,
+  GET_NO_NEW_PRIVS: 39,
+  CAP_AMBIENT: 47,
+  CAP_AMBIENT_CLEAR_ALL: 4,
+} as const;
+
+/** prctl(2); `name` names the option in errors. */
+export function prctl(option: number, a2: number, name: string, a3 = 0, a4 = 0, a5 = 0): number {
+  return check(
+    `prctl(${name})`,
+    c().prctl(option, BigInt(a2), BigInt(a3), BigInt(a4), BigInt(a5)),
+  );
+}
+
+/** The three capability sets of the calling thread, as 64-bit masks. */
+export interface CapSets {
+  /** Effective set. */
+  effective: bigint;
+  /** Permitted set. */
+  permitted: bigint;
+  /** Inheritable set. */
+  inheritable: bigint;
+}
+
+const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
+
+/** capget(2) for the calling thread. */
+export function capget(): CapSets {
+  const hdr = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
+  const data = new Uint32Array(6);
+  check("capget", c().capget(new Uint8Array(hdr.buffer), new Uint8Array(data.buffer)));
+  const j = (lo: number, hi: number) => BigInt(data[lo]!) | (BigInt(data[hi]!) << 32n);
+  return { effective: j(0, 3), permitted: j(1, 4), inheritable: j(2, 5) };
+}
+
+/** capset(2): changes only the calling thread, which is why privileged calls stay on it. */
+export function capset(sets: CapSets): void {
+  const hdr = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
+  const lo = (v: bigint) => Number(v & 0xffffffffn);
+  const hi = (v: bigint) => Number(v >> 32n);
+  const data = new Uint32Array([
+    lo(sets.effective),
+    lo(sets.permitted),
+    lo(sets.inheritable),
+    hi(sets.effective),
+    hi(sets.permitted),
+    hi(sets.inheritable),
+  ]);
+  check("capset", c().capset(new Uint8Array(hdr.buffer), new Uint8Array(data.buffer)));
+}
+
+/** if_nametoindex(3); 0 when there is no such interface. */
+export function ifNameToIndex(name: string): number {
+  return c().if_nametoindex(cstr(name));
+}
+
+/** Reads a whole small file through libc (for /proc, which Deno's APIs gate behind --allow-all). */
+export function readSmallFile(path: string, limit = 1 << 20): string {
+  const fd = open(path, O.RDONLY | O.NOCTTY);
+  try {
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    const buf = new Uint8Array(new ArrayBuffer(65536));
+    for (;;) {
+      const n = read(fd, buf, `read(${path})`);
+      if (n <= 0) break;
+      total += n;
+      if (total > limit) throw new RangeError(`File is larger than ${limit} bytes: ${path}`);
+      chunks.push(buf.slice(0, n));
+    }
+    const all = new Uint8Array(total);
+    let off = 0;
+    for (const ch of chunks) {
+      all.set(ch, off);
+      off += ch.length;
+    }
+    return new TextDecoder().decode(all);
+  } finally {
+    close(fd);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes (for running a helper exactly as QEMU does, without a shell)
+
+/** How a child should be started. */
+export interface SpawnSpec {
+  /** argv; argv[0] is the program. */
+  argv: readonly string[];
+  /** Search PATH for argv[0] (execvp) instead of using it as a path (execv, as QEMU does). */
+  searchPath: boolean;
+  /** fd mapping: child fd → parent fd. Every other fd above 2 is closed in the child. */
+  fds: ReadonlyMap<number, number>;
+  /** Open /dev/null for these child fds. */
+  devNull: readonly number[];
+}
+
+/**
+ * posix_spawn(3): vfork+exec done by glibc, safe in a multi-threaded process. Returns the pid.
+ * The environment is inherited unchanged, as QEMU's fork+execv does.
+ */
+export function spawn(spec: SpawnSpec): number {
+  const fa = new Uint8Array(new ArrayBuffer(256));
+  const lc = c();
+  const rc0 = lc.posix_spawn_file_actions_init(fa);
+  if (rc0 !== 0) throw new OsError("posix_spawn_file_actions_init", rc0);
+  try {
+    for (const [child, parent] of spec.fds) {
+      // dup2 onto a distinct fd clears close-on-exec; when child === parent glibc does that
+      // itself (POSIX 2018), and our fds are all close-on-exec, so only mapped fds survive.
+      const rc = lc.posix_spawn_file_actions_adddup2(fa, parent, child);
+      if (rc !== 0) throw new OsError("posix_spawn_file_actions_adddup2", rc);
+    }
+    const devnull = cstr("/dev/null");
+    for (const fd of spec.devNull) {
+      const rc = lc.posix_spawn_file_actions_addopen(fa, fd, devnull, O.RDWR, 0);
+      if (rc !== 0) throw new OsError("posix_spawn_file_actions_addopen", rc);
+    }
+    // Belt and braces against fds some library opened without O_CLOEXEC: close everything
+    // above the highest mapped fd, as QEMU closes every fd but the socket.
+    const highest = Math.max(2, ...spec.fds.keys());
+    const rc1 = lc.posix_spawn_file_actions_addclosefrom_np(fa, highest + 1);
+    if (rc1 !== 0) throw new OsError("posix_spawn_file_actions_addclosefrom_np", rc1);
+
+    const strings = spec.argv.map(cstr);
+    const argv = new BigUint64Array(strings.length + 1);
+    strings.forEach((s, i) => (argv[i] = ptr(s)));
+    const pid = new Int32Array(1);
+    const fn = spec.searchPath ? lc.posix_spawnp : lc.posix_spawn;
+    const rc = fn(
+      new Uint8Array(pid.buffer),
+      strings[0] ?? cstr(""),
+      fa,
+      null,
+      new Uint8Array(argv.buffer),
+      lc.environ,
+    );
+    void strings;
+    if (rc !== 0) throw new OsError(`posix_spawn(${spec.argv[0]})`, rc);
+    return pid[0]!;
+  } finally {
+    lc.posix_spawn_file_actions_destroy(fa);
+  }
+}
+
+/** How a child ended. */
+export type ExitStatus = { exited: true; code: number } | { exited: false; signal: number };
+
+/** waitpid(2) with WNOHANG: undefined while the child still runs. */
+export function tryWait(pid: number): ExitStatus | undefined {
+  const status = new Int32Array(1);
+  for (;;) {
+    const r = c().waitpid(pid, new Uint8Array(status.buffer), 1 /* WNOHANG */);
+    if (r < 0) {
+      const e = errno();
+      if (e === E.EINTR) continue;
+      throw new OsError("waitpid", e);
+    }
+    if (r === 0) return undefined;
+    const s = status[0]!;
+    if ((s & 0x7f) === 0) return { exited: true, code: (s >> 8) & 0xff };
+    return { exited: false, signal: s & 0x7f };
+  }
+}
+
+/** kill(2); a child that is already gone is not an error. */
+export function kill(pid: number, signal: number): void {
+  const r = c().kill(pid, signal);
+  if (r < 0) {
+    const e = errno();
+    if (e !== E.ESRCH) throw new OsError("kill", e);
+  }
+}
+
+/** pidfd_open(2): an fd that polls readable when the process exits. */
+export function pidfdOpen(pid: number): number {
+  const r = Number(c().syscall(434n, BigInt(pid), 0n, 0n));
+  if (r < 0) throw new OsError("pidfd_open", errno());
+  // pidfds are always close-on-exec.
+  return r;
+}
+
+/** The names in a directory (getdents64(2) through libc; works for /proc without --allow-all). */
+export function listDir(path: string): string[] {
+  const fd = open(path, O.RDONLY | O.DIRECTORY);
+  try {
+    const names: string[] = [];
+    const buf = new Uint8Array(new ArrayBuffer(32768));
+    const nr = Deno.build.arch === "aarch64" ? 61n : 217n; // SYS_getdents64
+    for (;;) {
+      const n = Number(c().syscall(nr, BigInt(fd), ptr(buf), BigInt(buf.byteLength)));
+      if (n < 0) throw new OsError("getdents64", errno());
+      if (n === 0) break;
+      const v = new DataView(buf.buffer);
+      for (let off = 0; off < n;) {
+        const reclen = v.getUint16(off + 16, true);
+        const raw = buf.subarray(off + 19, off + reclen);
+        const end = raw.indexOf(0);
+        const name = new TextDecoder().decode(raw.subarray(0, end < 0 ? raw.length : end));
+        if (name !== "." && name !== "..") names.push(name);
+        off += reclen;
+      }
+    }
+    return names;
+  } finally {
+    close(fd);
+  }
+}
