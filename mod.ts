@@ -1,0 +1,38 @@
+/**
+ * @vm/bridge: a bridged Ethernet backend for emulators hosted in Deno, with QEMU's own helper
+ * protocol and option syntax.
+ *
+ * - {@linkcode bridgeNetdev} runs a qemu-bridge-helper (ours or QEMU's) and returns a Netdev;
+ * - {@linkcode tapNetdev} adopts a tap fd or attaches to a persistent tap you own;
+ * - {@linkcode parseNetdev} and {@linkcode openNetdev} accept QEMU's `-netdev` strings;
+ * - {@linkcode Netdev} moves frames with no thread and no promise per frame.
+ *
+ * Everything here requires `--allow-ffi` (the tap is driven through libc).
+ *
+ * @example Attach to br0 and count frames for a second
+ * ```ts ignore
+ * import { bridgeNetdev } from "@vm/bridge";
+ *
+ * await using nic = await bridgeNetdev({ br: "br0" });
+ * setTimeout(() => nic.close(), 1000);
+ * await nic.listen(() => {});
+ * console.log(nic.counters.rx);
+ * ```
+ *
+ * @module
+ */
+
+export { bridgeNetdev, DEFAULT_HELPER_PATH, tapNetdev } from "./net/open.ts";
+export type { BridgeNetdevOptions, TapNetdevOptions } from "./net/open.ts";
+export { Netdev, parseVnetHeader } from "./net/netdev.ts";
+export type {
+  DirectionCounters,
+  FrameHandler,
+  NetdevCounters,
+  NetdevOptions,
+  Packet,
+  VnetHeader,
+  VnetMode,
+} from "./net/netdev.ts";
+export { BridgeHelperError, HELPER_FD } from "./net/run_helper.ts";
+export { OsError } from "./sys/libc.ts";

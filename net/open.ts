@@ -1,0 +1,124 @@
+// The library's ways to get a Netdev: run a bridge helper as QEMU does, adopt an fd a parent
+// handed over, or attach to a persistent tap the caller owns.
+
+import { Fd } from "../sys/fd.ts";
+import { IFF } from "../sys/structs.ts";
+import { ifnameError } from "./ifname.ts";
+import { Netdev } from "./netdev.ts";
+import type { NetdevOptions } from "./netdev.ts";
+import { runHelper } from "./run_helper.ts";
+import { attachTap, openTun } from "./tap.ts";
+
+/** Where `sudo deno task install-suid` installs the helper. */
+export const DEFAULT_HELPER_PATH = "/usr/local/libexec/qemu-bridge-helper";
+
+/** Options for {@linkcode bridgeNetdev}. */
+export interface BridgeNetdevOptions extends NetdevOptions {
+  /** The bridge to join (default `"br0"`, as QEMU). */
+  br?: string;
+  /**
+   * The helper: a path, run as QEMU runs it (execv: no shell, no PATH search), or an argv array
+   * whose first element may be found on PATH. Default: the installed helper.
+   */
+  helper?: string | readonly string[];
+  /** Ask for a tap with a virtio-net header (`--use-vnet`). Default false. */
+  vnetHdr?: boolean;
+  /** Aborting kills the helper and rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Gets a tap on a bridge through a bridge helper, exactly as QEMU's `-netdev bridge` does: a
+ * Unix socketpair, the child's end as its fd 3, `--fd=3 --br=BR`, `--use-vnet` only when
+ * `vnetHdr` is set. Unlike QEMU, the bridge name never passes through a shell, the control
+ * message is checked, and an fd received on a failure path is closed.
+ *
+ * Requires `--allow-ffi`. The helper itself needs CAP_NET_ADMIN (the installed one has it).
+ *
+ * @param options Bridge, helper, vnet header and abort signal.
+ * @returns The tap as a Netdev.
+ * @throws {BridgeHelperError} when the helper fails; the message carries its stderr.
+ *
+ * @example Join br0 and print the first frame
+ * ```ts ignore
+ * import { bridgeNetdev } from "@vm/bridge";
+ *
+ * await using nic = await bridgeNetdev({ br: "br0" });
+ * console.log(`attached as ${nic.name}`);
+ * for await (const frame of nic) {
+ *   console.log(`${frame.length} bytes`);
+ *   break;
+ * }
+ * ```
+ */
+export async function bridgeNetdev(options: BridgeNetdevOptions = {}): Promise<Netdev> {
+  const br = options.br ?? "br0";
+  const bad = ifnameError(br);
+  if (bad !== undefined) throw new RangeError(bad);
+  const fd = await runHelper({
+    helper: options.helper ?? DEFAULT_HELPER_PATH,
+    bridge: br,
+    vnetHdr: options.vnetHdr ?? false,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  try {
+    return new Netdev(fd, options);
+  } catch (e) {
+    fd.close();
+    throw e;
+  }
+}
+
+/** Options for {@linkcode tapNetdev}: exactly one of `fd` and `ifname`. */
+export type TapNetdevOptions =
+  & NetdevOptions
+  & (
+    | {
+      /** An open tap fd handed over by a parent (the libvirt `fd=` way); it is adopted. */ fd:
+        number;
+      ifname?: never;
+    }
+    | {
+      /** A persistent tap the caller may open (`ip tuntap add dev tap7 mode tap user alice`). */
+      ifname: string;
+      fd?: never;
+      /** Ask for a virtio-net header. Default false. */
+      vnetHdr?: boolean;
+    }
+  );
+
+/**
+ * Adopts a tap fd, or attaches to an existing persistent tap by name. Attaching to a tap the
+ * caller owns needs no privilege at all.
+ *
+ * Requires `--allow-ffi`.
+ *
+ * @throws {OsError} when the fd is not a tap, or the tap cannot be attached (EPERM: not yours).
+ *
+ * @example Attach to a persistent tap
+ * ```ts ignore
+ * import { tapNetdev } from "@vm/bridge";
+ *
+ * // sudo ip tuntap add dev tap7 mode tap user $USER && sudo ip link set tap7 up master br0
+ * await using nic = await tapNetdev({ ifname: "tap7" });
+ * nic.send(new Uint8Array(60));
+ * ```
+ */
+export function tapNetdev(options: TapNetdevOptions): Promise<Netdev> {
+  if (options.fd !== undefined) {
+    if (!Number.isInteger(options.fd) || options.fd < 0) {
+      return Promise.reject(new RangeError(`Invalid file descriptor: ${options.fd}`));
+    }
+    return Promise.resolve(new Netdev(new Fd(options.fd), options));
+  }
+  const bad = ifnameError(options.ifname);
+  if (bad !== undefined) return Promise.reject(new RangeError(bad));
+  const tun = openTun();
+  try {
+    attachTap(tun, IFF.TAP | IFF.NO_PI | (options.vnetHdr ? IFF.VNET_HDR : 0), options.ifname);
+    return Promise.resolve(new Netdev(tun, options));
+  } catch (e) {
+    tun.close();
+    return Promise.reject(e);
+  }
+}
