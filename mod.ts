@@ -22,8 +22,18 @@
  * @module
  */
 
-export { bridgeNetdev, DEFAULT_HELPER_PATH, tapNetdev } from "./net/open.ts";
-export type { BridgeNetdevOptions, TapNetdevOptions } from "./net/open.ts";
+export { bridgeNetdev, DEFAULT_HELPER_PATH, openNetdev, tapNetdev } from "./net/open.ts";
+export type { BridgeNetdevOptions, OpenNetdevOptions, TapNetdevOptions } from "./net/open.ts";
+export { DEFAULT_BRIDGE, parseNetdev } from "./net/options.ts";
+export type {
+  BridgeNetdevOptions as ParsedBridgeOptions,
+  NetdevFlag,
+  NetdevOptions as ParsedNetdevOptions,
+  ParseNetdevOptions,
+  TapFdNetdevOptions,
+  TapHelperNetdevOptions,
+  TapIfnameNetdevOptions,
+} from "./net/options.ts";
 export { Netdev, parseVnetHeader } from "./net/netdev.ts";
 export type {
   DirectionCounters,
@@ -36,3 +46,4 @@ export type {
 } from "./net/netdev.ts";
 export { BridgeHelperError, HELPER_FD } from "./net/run_helper.ts";
 export { OsError } from "./sys/libc.ts";
+export type { ExitStatus } from "./sys/libc.ts";

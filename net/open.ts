@@ -7,10 +7,12 @@ import { ifnameError } from "./ifname.ts";
 import { Netdev } from "./netdev.ts";
 import type { NetdevOptions } from "./netdev.ts";
 import { runHelper } from "./run_helper.ts";
+import { DEFAULT_HELPER, parseNetdev } from "./options.ts";
+import type { NetdevOptions as ParsedNetdevOptions } from "./options.ts";
 import { attachTap, openTun } from "./tap.ts";
 
 /** Where `sudo deno task install-suid` installs the helper. */
-export const DEFAULT_HELPER_PATH = "/usr/local/libexec/qemu-bridge-helper";
+export const DEFAULT_HELPER_PATH: string = DEFAULT_HELPER;
 
 /** Options for {@linkcode bridgeNetdev}. */
 export interface BridgeNetdevOptions extends NetdevOptions {
@@ -120,5 +122,67 @@ export function tapNetdev(options: TapNetdevOptions): Promise<Netdev> {
   } catch (e) {
     tun.close();
     return Promise.reject(e);
+  }
+}
+
+/** Options for {@linkcode openNetdev} beyond the QEMU option string. */
+export interface OpenNetdevOptions extends NetdevOptions {
+  /**
+   * Ask the helper for a virtio-net header (`--use-vnet`). QEMU always asks, because its NIC
+   * models can use one; an emulator that does not emulate virtio-net usually does not want it,
+   * so the default here is false.
+   */
+  vnetHdr?: boolean;
+  /** Aborting kills a helper that is still running. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Opens what a QEMU `-netdev`/`-net`/`-nic` option describes: `bridge` and `tap,helper=` run
+ * the helper, `tap,fd=` adopts the fd, `tap,ifname=...,script=no,downscript=no` attaches to a
+ * persistent tap. An emulator can accept QEMU's flags unchanged.
+ *
+ * Requires `--allow-ffi`.
+ *
+ * @param spec A parsed option (from {@linkcode parseNetdev}) or the option string itself.
+ * @throws {SyntaxError | TypeError | RangeError} for an option string QEMU (or we) reject.
+ *
+ * @example Accept QEMU's own flag
+ * ```ts ignore
+ * import { openNetdev } from "@vm/bridge";
+ *
+ * await using nic = await openNetdev("bridge,id=n0,br=br0");
+ * console.log(nic.name);
+ * ```
+ */
+export function openNetdev(
+  spec: ParsedNetdevOptions | string,
+  options: OpenNetdevOptions = {},
+): Promise<Netdev> {
+  let parsed: ParsedNetdevOptions;
+  try {
+    parsed = typeof spec === "string" ? parseNetdev(spec) : spec;
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  const { vnetHdr, signal, ...netdev } = options;
+  switch (parsed.kind) {
+    case "bridge":
+    case "tap-helper":
+      return bridgeNetdev({
+        ...netdev,
+        br: parsed.br,
+        helper: parsed.helper,
+        vnetHdr: vnetHdr ?? false,
+        ...(signal ? { signal } : {}),
+      });
+    case "tap-fd":
+      return tapNetdev({ ...netdev, fd: parsed.fd });
+    case "tap-ifname":
+      return tapNetdev({
+        ...netdev,
+        ifname: parsed.ifname,
+        vnetHdr: parsed.vnetHdr ?? vnetHdr ?? false,
+      });
   }
 }
