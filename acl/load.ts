@@ -1,8 +1,9 @@
 // Reads /etc/qemu/bridge.conf and its includes into a list of rules. Parsing is in parse.ts;
 // this file does the I/O and the safety checks on each file, and fails closed.
 
+import { escapeForMessage } from "../net/ifname.ts";
 import { Fd } from "../sys/fd.ts";
-import { E, fstat, O, open, OsError, read, S } from "../sys/libc.ts";
+import { E, type FileStat, fstat, O, open, OsError, read, S } from "../sys/libc.ts";
 import type { AclRule } from "./parse.ts";
 import { parseAcl } from "./parse.ts";
 
@@ -66,22 +67,29 @@ export function loadAcl(path: string, options: LoadOptions = {}): AclRule[] {
         options.onSkip?.(file, e.strerror);
         return;
       }
-      const why = e instanceof OsError ? e.strerror : String(e);
-      throw new AclError(file, `cannot open \`${file}': ${why}`, { cause: e });
+      throw new AclError(file, `cannot open \`${shown(file)}': ${why(e)}`, { cause: e });
     }
     using _fd = fd;
-    const st = fstat(fd.value);
+    let st: FileStat;
+    try {
+      st = fstat(fd.value);
+    } catch (e) {
+      throw new AclError(file, `cannot stat \`${shown(file)}': ${why(e)}`, { cause: e });
+    }
     const kind = st.mode & S.IFMT;
     if (kind !== S.IFREG) {
-      throw new AclError(file, `\`${file}' is not a regular file (${fileKind(kind)})`);
+      throw new AclError(file, `\`${shown(file)}' is not a regular file (${fileKind(kind)})`);
     }
     if (st.uid !== trustedUid) {
-      throw new AclError(file, `\`${file}' is owned by uid ${st.uid}, not root: refusing it`);
+      throw new AclError(
+        file,
+        `\`${shown(file)}' is owned by uid ${st.uid}, not root: refusing it`,
+      );
     }
     if (st.mode & 0o022) {
       throw new AclError(
         file,
-        `\`${file}' is writable by ${st.mode & 0o002 ? "others" : "its group"} (mode ${
+        `\`${shown(file)}' is writable by ${st.mode & 0o002 ? "others" : "its group"} (mode ${
           (st.mode & 0o7777).toString(8).padStart(4, "0")
         }): refusing it`,
       );
@@ -89,11 +97,14 @@ export function loadAcl(path: string, options: LoadOptions = {}): AclRule[] {
     const key = `${st.dev}:${st.ino}`;
     const cycle = stack.findIndex((f) => f.key === key);
     if (cycle >= 0) {
-      const chain = [...stack.slice(cycle).map((f) => f.path), file].join(" -> ");
+      const chain = [...stack.slice(cycle).map((f) => f.path), file].map(shown).join(" -> ");
       throw new AclError(file, `include cycle: ${chain}`);
     }
     if (depth > MAX_INCLUDE_DEPTH) {
-      throw new AclError(file, `includes nested deeper than ${MAX_INCLUDE_DEPTH}: \`${file}'`);
+      throw new AclError(
+        file,
+        `includes nested deeper than ${MAX_INCLUDE_DEPTH}: \`${shown(file)}'`,
+      );
     }
     const text = readText(fd, file);
     let entries;
@@ -115,6 +126,18 @@ export function loadAcl(path: string, options: LoadOptions = {}): AclRule[] {
 
   visit(path, 0, false);
   return rules;
+}
+
+/**
+ * A path as it appears in a message: include paths come from file text and may hold control
+ * characters, which must not reach the caller's terminal raw (parse.ts escapes the same way).
+ */
+function shown(path: string): string {
+  return escapeForMessage(path);
+}
+
+function why(e: unknown): string {
+  return e instanceof OsError ? e.strerror : String(e);
 }
 
 /** Resolves an include path against the directory of the file that names it. */
@@ -145,11 +168,18 @@ function readText(fd: Fd, file: string): string {
   let total = 0;
   const buf = new Uint8Array(new ArrayBuffer(65536));
   for (;;) {
-    const n = read(fd.value, buf, `read(${file})`);
-    if (n <= 0) break;
+    let n: number;
+    try {
+      n = read(fd.value, buf, `read(${file})`);
+    } catch (e) {
+      throw new AclError(file, `cannot read \`${shown(file)}': ${why(e)}`, { cause: e });
+    }
+    // -1 is EAGAIN, which a regular file never gives; stopping early would drop rules, so fail.
+    if (n < 0) throw new AclError(file, `cannot read \`${shown(file)}': it would block`);
+    if (n === 0) break;
     total += n;
     if (total > MAX_FILE_BYTES) {
-      throw new AclError(file, `\`${file}' is larger than ${MAX_FILE_BYTES} bytes`);
+      throw new AclError(file, `\`${shown(file)}' is larger than ${MAX_FILE_BYTES} bytes`);
     }
     parts.push(buf.slice(0, n));
   }
@@ -164,6 +194,6 @@ function readText(fd: Fd, file: string): string {
     // turn into a different name by replacement.
     return new TextDecoder("utf-8", { fatal: true }).decode(all);
   } catch {
-    throw new AclError(file, `\`${file}' is not valid UTF-8`);
+    throw new AclError(file, `\`${shown(file)}' is not valid UTF-8`);
   }
 }

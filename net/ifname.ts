@@ -86,6 +86,10 @@ export function ifnameError(name: string): string | undefined {
   // A lone surrogate has no UTF-8 form: TextEncoder would silently turn it into U+FFFD, so the
   // kernel would see a different name from the one that was checked. Better to fail.
   if (!name.isWellFormed()) return invalid("contains an unpaired UTF-16 surrogate");
+  // Deno decodes argv lossily: a byte that is not UTF-8 arrives as U+FFFD, so `--br=br\xff`
+  // would be checked and used as the different name "br\u{FFFD}". A real U+FFFD cannot be told
+  // apart from that, and no bridge is named so: refuse both, wherever a name comes from.
+  if (name.includes("\uFFFD")) return invalid("not valid UTF-8 (or U+FFFD)");
   const bytes = encoder.encode(name);
   if (bytes.length >= IFNAMSIZ) return `name \`${shown}' too long: ${bytes.length}`;
   if (name === "." || name === "..") return invalid("`.' and `..' are reserved");

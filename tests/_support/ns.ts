@@ -126,10 +126,11 @@ export class NetNs implements AsyncDisposable {
   /** Creates a bridge, up, with an optional address and MTU. */
   async bridge(
     name = "br0",
-    opts: { addr?: string; mtu?: number; up?: boolean } = {},
+    opts: { addr?: string; mtu?: number; up?: boolean; mac?: string } = {},
   ): Promise<void> {
     await this.ip("link", "add", name, "type", "bridge");
     // A fixed bridge MAC: a bridge with a random MAC adopts the lowest port MAC.
+    await this.ip("link", "set", name, "address", opts.mac ?? "02:00:00:00:00:01");
     if (opts.mtu) await this.ip("link", "set", name, "mtu", String(opts.mtu));
     if (opts.addr) await this.ip("addr", "add", opts.addr, "dev", name);
     if (opts.up ?? true) await this.ip("link", "set", name, "up");
