@@ -95,7 +95,9 @@ export type TapNetdevOptions =
  *
  * Requires `--allow-ffi`.
  *
- * @throws {OsError} when the fd is not a tap, or the tap cannot be attached (EPERM: not yours).
+ * @throws {OsError} when the fd is not a tun/tap fd (it is then left open, still the caller's),
+ * or the tap cannot be attached (EPERM: not yours).
+ * @throws {TypeError} when the fd is a tun rather than a tap.
  *
  * @example Attach to a persistent tap
  * ```ts ignore
@@ -111,7 +113,13 @@ export function tapNetdev(options: TapNetdevOptions): Promise<Netdev> {
     if (!Number.isInteger(options.fd) || options.fd < 0) {
       return Promise.reject(new RangeError(`Invalid file descriptor: ${options.fd}`));
     }
-    return Promise.resolve(new Netdev(new Fd(options.fd), options));
+    // The constructor throws for an fd that is not a tap; the caller must get a rejection (a
+    // synchronous throw would escape `tapNetdev(...).catch()`), and the fd stays the caller's.
+    try {
+      return Promise.resolve(new Netdev(new Fd(options.fd), options));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
   const bad = ifnameError(options.ifname);
   if (bad !== undefined) return Promise.reject(new RangeError(bad));

@@ -5,6 +5,7 @@ import { Fd } from "../sys/fd.ts";
 import {
   close,
   kill,
+  OsError,
   pidfdOpen,
   POLL,
   pollAsync,
@@ -76,13 +77,19 @@ export async function runHelper(options: RunHelperOptions): Promise<Fd> {
     `--br=${options.bridge}`,
   ];
 
-  const [mine, theirs] = socketpair(SOCK.AF_UNIX, SOCK.STREAM).map((n) => new Fd(n)) as [Fd, Fd];
-  const [errRead, errWrite] = socketpair(SOCK.AF_UNIX, SOCK.STREAM).map((n) => new Fd(n)) as [
-    Fd,
-    Fd,
-  ];
+  // Every fd is owned by a `using` as soon as it exists, so a throw anywhere below closes it
+  // (closing twice is a no-op: the child's ends are closed right after the spawn).
+  const pair = () => socketpair(SOCK.AF_UNIX, SOCK.STREAM).map((n) => new Fd(n)) as [Fd, Fd];
+  const [mine, theirs] = pair();
   using _m = mine;
+  using _t = theirs;
+  const [errRead, errWrite] = pair();
   using _er = errRead;
+  using _ew = errWrite;
+  // Only our ends: each end of a socketpair is its own open file, so the child's stay blocking.
+  // Done before the spawn, so that nothing between the spawn and the try below can throw.
+  setNonBlocking(mine.value, true);
+  setNonBlocking(errRead.value, true);
   let pid: number;
   try {
     pid = spawn({
@@ -95,8 +102,10 @@ export async function runHelper(options: RunHelperOptions): Promise<Fd> {
   } catch (e) {
     theirs.close();
     errWrite.close();
+    // The reason (ENOENT, EACCES, ...) belongs in the message: there is no stderr to show.
+    const why = e instanceof OsError ? e.strerror : String(e);
     throw new BridgeHelperError(
-      `Failed to start the bridge helper ${JSON.stringify(base[0])}`,
+      `Failed to start the bridge helper ${JSON.stringify(base[0])}: ${why}`,
       "",
       undefined,
       { cause: e },
@@ -104,9 +113,25 @@ export async function runHelper(options: RunHelperOptions): Promise<Fd> {
   }
   theirs.close();
   errWrite.close();
-  using pidfd = new Fd(pidfdOpen(pid));
-  setNonBlocking(mine.value, true);
-  setNonBlocking(errRead.value, true);
+  let pidfdNumber: number;
+  try {
+    pidfdNumber = pidfdOpen(pid);
+  } catch (e) {
+    // Without a pidfd we cannot wait asynchronously; still never leave the child behind.
+    kill(pid, 9);
+    while (tryWait(pid) === undefined) await new Promise((r) => setTimeout(r, 10));
+    throw e;
+  }
+  using pidfd = new Fd(pidfdNumber);
+  /** Kills the helper and reaps it; afterwards its pid is free and must not be used again. */
+  const killAndReap = async (): Promise<ExitStatus> => {
+    kill(pid, 9);
+    for (;;) {
+      const s = tryWait(pid);
+      if (s !== undefined) return s;
+      await pollAsync([pidfd.value], [POLL.IN], 100);
+    }
+  };
 
   const received: number[] = [];
   const problems: string[] = [];
@@ -156,8 +181,10 @@ export async function runHelper(options: RunHelperOptions): Promise<Fd> {
   try {
     while (status === undefined) {
       if (options.signal?.aborted) {
-        kill(pid, 9);
-        while (tryWait(pid) === undefined) await pollAsync([pidfd.value], [POLL.IN], 100);
+        // Record the status: the catch below must not kill or wait for a pid already reaped
+        // (waitpid would fail with ECHILD and hide the abort reason, and kill could hit an
+        // unrelated process that reused the pid).
+        status = await killAndReap();
         throw options.signal.reason;
       }
       const fds = [pidfd.value, mine.value, errRead.value];
@@ -205,11 +232,8 @@ export async function runHelper(options: RunHelperOptions): Promise<Fd> {
     return fd;
   } catch (e) {
     closeReceived();
-    if (status === undefined) {
-      // Never leave a child behind, whatever went wrong.
-      kill(pid, 9);
-      while (tryWait(pid) === undefined) await pollAsync([pidfd.value], [POLL.IN], 100);
-    }
+    // Never leave a child behind, whatever went wrong.
+    if (status === undefined) status = await killAndReap();
     throw e;
   }
 }
