@@ -5,6 +5,7 @@
 import {
   capget,
   capset,
+  E,
   getresgid,
   getresuid,
   listDir,
@@ -14,6 +15,7 @@ import {
   readSmallFile,
   setresgid,
   setresuid,
+  setresuidThisThread,
 } from "../sys/libc.ts";
 
 /** CAP_NET_ADMIN, the one capability the helper needs. */
@@ -111,10 +113,13 @@ export function verifyDropped(uid: number, gid: number): void {
       `failed to drop privileges: gids are ${g.real}/${g.effective}/${g.saved}`,
     );
   }
-  // Root must be gone for good: setresuid(0, 0, 0) has to fail.
+  // Root must be gone for good: setresuid(0, 0, 0) has to fail. The raw call on this thread
+  // only: glibc's setresuid() would repeat it on every thread, and on a thread that kept
+  // CAP_SETUID (e.g. under SECBIT_NO_SETUID_FIXUP) the probe itself would restore root there
+  // (glibc then aborts the process on the mismatch). The other threads are checked below.
   let regained = false;
   try {
-    setresuid(0, 0, 0);
+    setresuidThisThread(0, 0, 0);
     regained = true;
   } catch { /* expected: EPERM */ }
   if (regained) throw new PrivilegeError("failed to drop privileges: setresuid(0, 0, 0) succeeded");
@@ -135,18 +140,51 @@ export function verifyDropped(uid: number, gid: number): void {
       throw new PrivilegeError(`failed to drop privileges: bounding set still holds ${cap}`);
     }
   }
-  // glibc broadcasts setresuid/setresgid to every thread; check that it reached them all
-  // (the runtime's own threads included), since per-thread state is easy to get wrong.
+  // glibc broadcasts setresuid/setresgid to every thread; check that it reached them all (the
+  // runtime's own threads included) and that no thread holds a capability but CAP_NET_ADMIN:
+  // capabilities are per thread, and only this one was trimmed by capset.
   for (const tid of listDir("/proc/self/task")) {
-    const status = readSmallFile(`/proc/self/task/${tid}/status`);
-    const ids = (key: string) => status.match(new RegExp(`^${key}:\\s+(.*)$`, "m"))?.[1]?.trim();
-    const want = (n: number) => `${n}\t${n}\t${n}\t${n}`;
-    if (ids("Uid") !== want(uid) || ids("Gid") !== want(gid)) {
-      throw new PrivilegeError(
-        `failed to drop privileges: thread ${tid} has Uid ${ids("Uid")} Gid ${ids("Gid")}`,
-      );
+    let status: string;
+    try {
+      status = readSmallFile(`/proc/self/task/${tid}/status`);
+    } catch (e) {
+      // A thread that exited since the listing holds nothing any more.
+      if (e instanceof OsError && (e.errno === E.ENOENT || e.errno === E.ESRCH)) continue;
+      throw e;
+    }
+    const problem = threadStatusProblem(status, uid, gid);
+    if (problem !== undefined) {
+      throw new PrivilegeError(`failed to drop privileges: thread ${tid} ${problem}`);
     }
   }
+}
+
+/**
+ * Checks one `/proc/PID/task/TID/status` text after a drop: all four uids and gids must be the
+ * caller's, and the permitted, effective, inheritable and ambient sets may hold nothing but
+ * CAP_NET_ADMIN. Returns what is wrong, or undefined. Pure.
+ *
+ * @param status The text of the status file.
+ * @param uid The caller's uid.
+ * @param gid The caller's gid.
+ * @returns One line saying what is wrong, or undefined when the thread is as required.
+ */
+export function threadStatusProblem(status: string, uid: number, gid: number): string | undefined {
+  const field = (key: string) => status.match(new RegExp(`^${key}:[ \t]*(.*)$`, "m"))?.[1]?.trim();
+  const want = (n: number) => `${n}\t${n}\t${n}\t${n}`;
+  const uids = field("Uid");
+  const gids = field("Gid");
+  if (uids !== want(uid) || gids !== want(gid)) {
+    return `has Uid ${JSON.stringify(uids)} Gid ${JSON.stringify(gids)}`;
+  }
+  for (const set of ["CapInh", "CapPrm", "CapEff", "CapAmb"]) {
+    const hex = field(set);
+    if (hex === undefined || !/^[0-9a-f]{1,16}$/.test(hex)) {
+      return `has no readable ${set} (${JSON.stringify(hex)})`;
+    }
+    if (BigInt(`0x${hex}`) & ~NET_ADMIN_MASK) return `still holds capabilities ${set}=${hex}`;
+  }
+  return undefined;
 }
 
 /**

@@ -1,4 +1,340 @@
-// placeholder replaced below
-export function runChecks(_bridge: string): number {
-  return 1;
+// Troubleshooting checks shared by `qemu-bridge-helper --check [--br=BR]` and `deno task doctor`:
+// one line each, `ok` or `FAIL` with the fix. Runs inside the helper, which holds only
+// --allow-ffi, so all I/O goes through sys/libc.ts; the decisions and texts are pure functions.
+
+import { ACL_FILE, AclError, loadAcl } from "../acl/load.ts";
+import { aclAllows } from "../acl/decide.ts";
+import type { AclRule } from "../acl/parse.ts";
+import { CAP_NET_ADMIN } from "../caps/privileges.ts";
+import { escapeForMessage, ifnameError } from "../net/ifname.ts";
+import { capget, close, E, getresuid, listDir, O, open, OsError } from "../sys/libc.ts";
+
+/** The outcome of one check. */
+export interface CheckResult {
+  /** True when nothing needs fixing. */
+  ok: boolean;
+  /** What was checked and found, one line. */
+  what: string;
+  /** What to do about a failure, one line. */
+  fix?: string;
+}
+
+/**
+ * Formats one result as its report line: `ok   WHAT` or `FAIL WHAT; fix: FIX`. Control
+ * characters are escaped, so a name from a file can never break the one-line format.
+ *
+ * @param result The check result.
+ * @returns One line without a newline.
+ *
+ * @example Formatting a failure
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { formatCheck } from "./check.ts";
+ *
+ * assert.equal(formatCheck({ ok: true, what: "br0 is a bridge" }), "ok   br0 is a bridge");
+ * assert.equal(
+ *   formatCheck({ ok: false, what: "br0 does not exist", fix: "create it" }),
+ *   "FAIL br0 does not exist; fix: create it",
+ * );
+ * ```
+ */
+export function formatCheck(result: CheckResult): string {
+  const line = result.ok
+    ? `ok   ${result.what}`
+    : `FAIL ${result.what}${result.fix === undefined ? "" : `; fix: ${result.fix}`}`;
+  return escapeForMessage(line);
+}
+
+/** The bridges an ACL lets the caller use, as a set that may be "all but these". */
+export interface AllowedBridges {
+  /** `allow all` is in effect (and no `deny all`). */
+  all: boolean;
+  /** With `all`: the denied names. Without: the allowed names, none of them denied. */
+  names: string[];
+}
+
+/**
+ * Computes which bridges the rules allow: allow rules minus deny rules, as aclAllows() decides.
+ *
+ * @param rules Every rule of the ACL and its includes.
+ * @returns Either every bridge except `names`, or exactly `names`, in file order without repeats.
+ *
+ * @example Allow all but one
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { allowedBridges } from "./check.ts";
+ *
+ * assert.deepEqual(
+ *   allowedBridges([{ kind: "allow-all" }, { kind: "deny", name: "br9" }]),
+ *   { all: true, names: ["br9"] },
+ * );
+ * ```
+ */
+export function allowedBridges(rules: readonly AclRule[]): AllowedBridges {
+  const denied = new Set<string>();
+  let denyAll = false;
+  let allowAll = false;
+  const allowed: string[] = [];
+  for (const rule of rules) {
+    if (rule.kind === "deny") denied.add(rule.name);
+    else if (rule.kind === "deny-all") denyAll = true;
+    else if (rule.kind === "allow-all") allowAll = true;
+    else if (!allowed.includes(rule.name)) allowed.push(rule.name);
+  }
+  if (denyAll) return { all: false, names: [] };
+  if (allowAll) return { all: true, names: [...denied] };
+  return { all: false, names: allowed.filter((n) => !denied.has(n)) };
+}
+
+/** What a network interface name refers to. */
+export type InterfaceState = "bridge" | "not-bridge" | "missing" | "invalid";
+
+/** The result line for the privilege check: `capEffective` is the effective set. */
+export function privilegeResult(capEffective: bigint, euid: number): CheckResult {
+  if (capEffective & (1n << BigInt(CAP_NET_ADMIN))) {
+    return {
+      ok: true,
+      what: `CAP_NET_ADMIN is effective${euid === 0 ? " (running as root)" : ""}`,
+    };
+  }
+  return {
+    ok: false,
+    what: "no CAP_NET_ADMIN: taps cannot be created (QEMU shows " +
+      "`failed to create tun device: Operation not permitted')",
+    fix: "install the helper with `sudo deno task install-suid` (file capability " +
+      "cap_net_admin+ep) and point QEMU at it, or check it was not copied since (a copy loses it)",
+  };
+}
+
+/** The result line for opening /dev/net/tun; `errno` is 0 when it opened. */
+export function tunResult(errno: number, strerror = ""): CheckResult {
+  const what = "/dev/net/tun";
+  if (errno === 0) return { ok: true, what: `${what} can be opened read-write by you` };
+  if (errno === E.EACCES || errno === E.EPERM) {
+    return {
+      ok: false,
+      what: `${what} cannot be opened by you: ${strerror}`,
+      fix: "make it mode 0666, the kernel's default (`sudo chmod 0666 /dev/net/tun`; a udev " +
+        'rule KERNEL=="tun", MODE="0666" keeps it), or give your group read-write access',
+    };
+  }
+  if (errno === E.ENOENT || errno === E.ENODEV) {
+    return {
+      ok: false,
+      what: `${what} is missing: ${strerror}`,
+      fix: "load the tun driver: `sudo modprobe tun`",
+    };
+  }
+  return { ok: false, what: `${what} cannot be opened: ${strerror}`, fix: "check the device node" };
+}
+
+/** The result line for loading the ACL: the rules, or the error that stopped it. */
+export function aclResult(
+  outcome: { rules: readonly AclRule[]; skipped: readonly string[] } | { error: unknown },
+  uid: number,
+  file = ACL_FILE,
+): CheckResult {
+  if ("rules" in outcome) {
+    const n = outcome.rules.length;
+    const skipped = outcome.skipped.length === 0
+      ? ""
+      : `; skipped include${outcome.skipped.length > 1 ? "s" : ""} you cannot read: ` +
+        outcome.skipped.map((p) => `\`${p}'`).join(", ");
+    return { ok: true, what: `\`${file}' parses: ${n} rule${n === 1 ? "" : "s"}${skipped}` };
+  }
+  const e = outcome.error;
+  const cause = e instanceof AclError && e.file === file && e.cause instanceof OsError
+    ? e.cause
+    : undefined;
+  if (cause?.errno === E.ENOENT) {
+    return {
+      ok: false,
+      what: `\`${file}' does not exist, so every bridge is denied`,
+      fix: `create it, root-owned 0644, with one line per bridge: ` +
+        `\`echo 'allow br0' | sudo tee ${file}'`,
+    };
+  }
+  if (cause?.errno === E.EACCES) {
+    return {
+      ok: false,
+      what: `\`${file}' cannot be read by you (uid ${uid}): the helper reads it with your rights`,
+      fix: `\`sudo chmod 0644 ${file}' (put per-group rules in group-readable include files)`,
+    };
+  }
+  return {
+    ok: false,
+    what: `\`${file}' is refused: ${e instanceof Error ? e.message : String(e)}`,
+    fix: `correct it: lines are \`allow NAME', \`deny NAME', \`allow all', \`deny all', ` +
+      "`include PATH`; every file root-owned and not group- or world-writable",
+  };
+}
+
+/** The result line for the ACL decision: for `bridge`, or the whole set when `bridge` is "". */
+export function decisionResult(rules: readonly AclRule[], bridge: string): CheckResult {
+  const fix = `add \`allow ${bridge || "br0"}' to ${ACL_FILE} ` +
+    "(and remove any `deny` of it and any `deny all`)";
+  if (bridge !== "") {
+    return aclAllows(rules, bridge)
+      ? { ok: true, what: `the ACL allows you bridge \`${bridge}'` }
+      : {
+        ok: false,
+        what: `the ACL denies you bridge \`${bridge}' (QEMU shows \`access denied by acl file')`,
+        fix,
+      };
+  }
+  const set = allowedBridges(rules);
+  const list = (names: readonly string[]) => names.map((n) => `\`${n}'`).join(", ");
+  if (set.all) {
+    return {
+      ok: true,
+      what: `the ACL allows you every bridge${
+        set.names.length ? ` except ${list(set.names)}` : ""
+      }`,
+    };
+  }
+  if (set.names.length === 0) {
+    return { ok: false, what: "the ACL allows you no bridge at all", fix };
+  }
+  return { ok: true, what: `the ACL allows you ${list(set.names)}` };
+}
+
+/** The result line for one bridge name and what it turned out to be. */
+export function bridgeResult(name: string, state: InterfaceState): CheckResult {
+  const create = `create it: \`sudo ip link add ${name} type bridge && ` +
+    `sudo ip link set ${name} up' (or with NetworkManager/systemd-networkd), then add your ` +
+    "uplink to it";
+  switch (state) {
+    case "bridge":
+      return { ok: true, what: `\`${name}' exists and is a bridge` };
+    case "missing":
+      return {
+        ok: false,
+        what: `\`${name}' does not exist (QEMU shows \`failed to get mtu of bridge')`,
+        fix: create,
+      };
+    case "not-bridge":
+      return {
+        ok: false,
+        what: `\`${name}' is a network interface but not a bridge: a Wi-Fi or Ethernet NIC ` +
+          "cannot take taps (QEMU shows `Operation not supported')",
+        fix: "create a bridge (`sudo ip link add br0 type bridge`), enslave an Ethernet NIC to " +
+          "it (`sudo ip link set NIC master br0`; most Wi-Fi NICs cannot be bridged: use a " +
+          "bridge with NAT instead), allow that bridge and use it",
+      };
+    case "invalid":
+      return {
+        ok: false,
+        what: `\`${name}' is not a valid interface name: ${ifnameError(name) ?? "?"}`,
+        fix: "use the name of an existing bridge (see `ip -br link show type bridge`)",
+      };
+  }
+}
+
+/** The result line when the ACL allows every bridge: which of them exist. */
+export function existingBridgesResult(existing: readonly string[]): CheckResult {
+  if (existing.length === 0) {
+    return {
+      ok: false,
+      what: "the ACL allows you every bridge, but there is none on this machine",
+      fix: "create one: `sudo ip link add br0 type bridge && sudo ip link set br0 up`",
+    };
+  }
+  return { ok: true, what: `bridges you may use: ${existing.map((n) => `\`${n}'`).join(", ")}` };
+}
+
+// ---------------------------------------------------------------------------------------------
+// I/O, through libc only (the helper has no --allow-read, and /sys needs --allow-all in Deno)
+
+function exists(path: string, flags: number): boolean {
+  try {
+    close(open(path, O.RDONLY | O.NOCTTY | O.NONBLOCK | flags));
+    return true;
+  } catch (e) {
+    if (e instanceof OsError && (e.errno === E.ENOENT || e.errno === 20 /* ENOTDIR */)) {
+      return false;
+    }
+    throw e;
+  }
+}
+
+/** What `name` is in this network namespace, from /sys/class/net (a bridge has `bridge/`). */
+export function interfaceState(name: string): InterfaceState {
+  // A name from the ACL or argv goes into a path: only valid interface names (no `/`, `..`).
+  if (ifnameError(name) !== undefined) return "invalid";
+  if (!exists(`/sys/class/net/${name}`, O.DIRECTORY)) return "missing";
+  return exists(`/sys/class/net/${name}/bridge`, O.DIRECTORY) ? "bridge" : "not-bridge";
+}
+
+/** Every bridge in this network namespace. */
+export function listBridges(): string[] {
+  return listDir("/sys/class/net").filter((n) => interfaceState(n) === "bridge").sort();
+}
+
+function tunCheck(): CheckResult {
+  try {
+    close(open("/dev/net/tun", O.RDWR | O.NOCTTY));
+    return tunResult(0);
+  } catch (e) {
+    if (e instanceof OsError) return tunResult(e.errno, e.strerror);
+    throw e;
+  }
+}
+
+/** Which checks to run. */
+export interface CheckOptions {
+  /** Check that this process holds CAP_NET_ADMIN (true in the helper, false in the doctor). */
+  privilege: boolean;
+}
+
+/**
+ * Runs the checks and returns one result each: privilege (optional), /dev/net/tun, the ACL, the
+ * ACL's decision for `bridge` (or the whole set when `bridge` is ""), and whether each bridge
+ * that decision names exists and is a bridge.
+ *
+ * Requires `--allow-ffi`.
+ */
+export function collectChecks(bridge: string, options: CheckOptions): CheckResult[] {
+  const results: CheckResult[] = [];
+  const uid = getresuid().real;
+  if (options.privilege) results.push(privilegeResult(capget().effective, getresuid().effective));
+  results.push(tunCheck());
+
+  const skipped: string[] = [];
+  let rules: AclRule[];
+  try {
+    rules = loadAcl(ACL_FILE, { onSkip: (path) => skipped.push(path) });
+  } catch (error) {
+    results.push(aclResult({ error }, uid));
+    return results;
+  }
+  results.push(aclResult({ rules, skipped }, uid));
+  const decision = decisionResult(rules, bridge);
+  results.push(decision);
+  if (!decision.ok) return results;
+
+  if (bridge !== "") {
+    results.push(bridgeResult(bridge, interfaceState(bridge)));
+    return results;
+  }
+  const set = allowedBridges(rules);
+  if (set.all) {
+    results.push(existingBridgesResult(listBridges().filter((n) => !set.names.includes(n))));
+  } else {
+    for (const name of set.names) results.push(bridgeResult(name, interfaceState(name)));
+  }
+  return results;
+}
+
+/**
+ * `qemu-bridge-helper --check [--br=BR]`: prints one line per check to stdout (the report is
+ * this mode's output; QEMU never passes `--check`) and returns the exit status, 0 only when
+ * every check is ok.
+ *
+ * Requires `--allow-ffi`.
+ */
+export function runChecks(bridge: string): number {
+  const results = collectChecks(bridge, { privilege: true });
+  let bytes = new TextEncoder().encode(results.map((r) => formatCheck(r) + "\n").join(""));
+  while (bytes.length > 0) bytes = bytes.subarray(Deno.stdout.writeSync(bytes));
+  return results.every((r) => r.ok) ? 0 : 1;
 }

@@ -24,6 +24,21 @@ const SYMBOLS = {
   read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
   // ssize_t write(int fd, const void *buf, size_t n);
   write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  // Bench-only: the same read(2)/write(2) run on a worker thread, one promise per call. This
+  // is the design net/netdev.ts avoids (a thread hop per frame, and errno is lost on that
+  // thread); bench/netdev.ts measures it as the "naive" contender. The library never uses it.
+  bench_only_read_async: {
+    name: "read",
+    parameters: ["i32", "buffer", "usize"],
+    result: "i32",
+    nonblocking: true,
+  },
+  bench_only_write_async: {
+    name: "write",
+    parameters: ["i32", "buffer", "usize"],
+    result: "i32",
+    nonblocking: true,
+  },
   // int ioctl(int fd, unsigned long req, void *arg);  (variadic)
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   // int ioctl(int fd, unsigned long req, unsigned long arg);  (the by-value form)
@@ -75,7 +90,7 @@ const SYMBOLS = {
   getgroups: { parameters: ["i32", "buffer"], result: "i32" },
   // unsigned if_nametoindex(const char *name);
   if_nametoindex: { parameters: ["buffer"], result: "u32" },
-  // long syscall(long nr, long a, long b, long c);  (pidfd_open, gettid, getdents64)
+  // long syscall(long nr, long a, long b, long c);  (pidfd_open, gettid, getdents64, setresuid)
   syscall: { parameters: ["i64", "i64", "i64", "i64"], result: "i64" },
   // int posix_spawn_file_actions_init(posix_spawn_file_actions_t *fa); and friends
   posix_spawn_file_actions_init: { parameters: ["buffer"], result: "i32" },
@@ -295,6 +310,27 @@ export function readRaw(fd: number, buf: Uint8Array<ArrayBuffer>, len: bigint): 
 export function writeRaw(fd: number, buf: Uint8Array<ArrayBuffer>, len: bigint): number {
   const n = c().write(fd, buf, len);
   return n < 0 ? -errno() : n;
+}
+
+/**
+ * Bench-only: read(2) on a worker thread (one promise per call; bench/netdev.ts's "naive"
+ * contender). Returns the count, or -1 on any error: errno is not readable on that thread.
+ */
+export function benchOnlyReadAsync(
+  fd: number,
+  buf: Uint8Array<ArrayBuffer>,
+  len: bigint,
+): Promise<number> {
+  return c().bench_only_read_async(fd, buf, len);
+}
+
+/** Bench-only: write(2) on a worker thread, like {@linkcode benchOnlyReadAsync}. */
+export function benchOnlyWriteAsync(
+  fd: number,
+  buf: Uint8Array<ArrayBuffer>,
+  len: bigint,
+): Promise<number> {
+  return c().bench_only_write_async(fd, buf, len);
 }
 
 /** ioctl(2) with a pointer argument; `name` is used in the error ("ioctl(TUNSETIFF)"). */
@@ -595,6 +631,18 @@ export function setresgid(r: number, e: number, s: number): void {
   check("setresgid", c().setresgid(r, e, s));
 }
 
+/**
+ * The raw setresuid system call: changes only the calling thread. glibc's setresuid() repeats
+ * the call on every thread, so a probe that root cannot be regained would, on a thread that
+ * still could, actually regain it there; this one touches nothing but the caller.
+ */
+export function setresuidThisThread(r: number, e: number, s: number): void {
+  const nr = Deno.build.arch === "aarch64" ? 147n : 117n; // SYS_setresuid
+  if (c().syscall(nr, BigInt(r), BigInt(e), BigInt(s)) < 0n) {
+    throw new OsError("setresuid (this thread)", errno());
+  }
+}
+
 /** The supplementary groups of the calling process. */
 export function getgroups(): number[] {
   const n = check("getgroups", c().getgroups(0, new Uint8Array(0)));
@@ -755,7 +803,9 @@ export function spawn(spec: SpawnSpec): number {
       fa,
       null,
       new Uint8Array(argv.buffer),
-      lc.environ,
+      // The static is the address of `environ`; its value (read now: setenv may move it) is
+      // the char** that envp must be. Passing the address gave the child a garbage environment.
+      lc.environ === null ? null : new Deno.UnsafePointerView(lc.environ).getPointer(),
     );
     void strings;
     if (rc !== 0) throw new OsError(`posix_spawn(${spec.argv[0]})`, rc);
