@@ -1,0 +1,437 @@
+/**
+ * Boot the test guest (see `guest.ts`) under QEMU inside an existing network
+ * namespace, ping it from the namespace, and collect timings.
+ *
+ * Also small helpers for privileged tests: throwaway namespaces with a bridge,
+ * and a command prefix that gives QEMU a private `/etc/qemu/bridge.conf`
+ * without touching the real /etc.
+ *
+ * @module
+ */
+
+import {
+  buildGuest,
+  DEFAULT_GUEST_IP,
+  DEFAULT_GUEST_MAC,
+  DEFAULT_PEER_IP,
+  guestCommandLine,
+  type GuestImage,
+  MARKERS,
+  POWEROFF_COMMAND,
+} from "./guest.ts";
+
+/** Path of QEMU's own (C) bridge helper on Debian. */
+export const C_BRIDGE_HELPER = "/usr/lib/qemu/qemu-bridge-helper";
+
+/** Options for {@linkcode runQemuPing}. */
+export interface RunQemuPingOptions {
+  /** Existing network namespace to ping the guest from (`ip netns exec <netns> ping ...`). */
+  netns: string;
+  /** `-netdev` value; must use `id=n0`. E.g. `bridge,id=n0,br=br0,helper=/usr/lib/qemu/qemu-bridge-helper`. */
+  netdev: string;
+  /**
+   * argv placed before the QEMU argv, e.g. `["ip", "netns", "exec", ns, ...]`.
+   * Needed to put QEMU into the namespace; may also change uid, mounts, etc.
+   * Prefix commands should `exec` (not fork) so signals reach QEMU; the whole
+   * process group is signalled anyway.
+   */
+  prefix: string[];
+  /** Deadline for the whole run (boot, both pings); QEMU is killed when it passes. */
+  timeoutMs: number;
+  /** Guest address with prefix length (default 10.0.77.2/24). */
+  guestIp?: string;
+  /** Address the guest pings (default 10.0.77.1). */
+  peerIp?: string;
+  /** Guest MAC (default 52:54:00:12:34:56). */
+  mac?: string;
+  /** Pings in each direction (default 3). */
+  pingCount?: number;
+  /** Prebuilt guest (default: {@linkcode buildGuest}()). */
+  guest?: GuestImage;
+  /** QEMU binary (default `qemu-system-x86_64`). */
+  qemu?: string;
+  /** Extra QEMU arguments. */
+  extraQemuArgs?: string[];
+  /** Environment for the spawned prefix/QEMU (added to the inherited environment). */
+  env?: Record<string, string>;
+}
+
+/** Result of {@linkcode runQemuPing}. */
+export interface RunQemuPingResult {
+  /** ms from spawning QEMU to the guest's `VMB-READY` line. */
+  bootMs: number;
+  /** Full output of the host-side `ping` run in the namespace. */
+  hostPing: string;
+  /** Host ping exited 0 with 0% packet loss. */
+  hostPingOk: boolean;
+  /** Packet loss reported by the host ping (100 if unparsable). */
+  hostLossPercent: number;
+  /** Per-reply RTTs of the host ping, in ms. */
+  hostRttsMs: number[];
+  /** Guest printed `VMB-GUEST-PING-OK`. */
+  guestPingOk: boolean;
+  /** Per-reply RTTs of the guest's ping, in ms (parsed from the serial console). */
+  guestRttsMs: number[];
+  /** The `VMB-READY ...` line. */
+  readyLine: string;
+  /** Everything QEMU wrote to stdout (the guest serial console). */
+  serial: string;
+  /** Everything QEMU (and the prefix) wrote to stderr. */
+  stderr: string;
+  /** How QEMU ended: `"poweroff"` (guest powered off on request), `"SIGTERM"`, `"SIGKILL"`, or `"exited"` by itself. */
+  stoppedBy: "poweroff" | "SIGTERM" | "SIGKILL" | "exited";
+  /** QEMU's exit status. */
+  status: Deno.CommandStatus;
+}
+
+/** Thrown by {@linkcode runQemuPing}; carries QEMU's output. */
+export class QemuRunError extends Error {
+  /** Serial console (QEMU stdout) up to the failure. */
+  readonly stdout: string;
+  /** QEMU stderr up to the failure. */
+  readonly stderr: string;
+  /** QEMU's exit status, once reaped. */
+  status: Deno.CommandStatus | undefined;
+  /** `message` is extended with the tails of `stdout` and `stderr`. */
+  constructor(message: string, stdout: string, stderr: string) {
+    super(
+      `${message}\n--- qemu stdout (serial) ---\n${tail(stdout)}\n--- qemu stderr ---\n${
+        tail(stderr)
+      }`,
+    );
+    this.name = "QemuRunError";
+    this.stdout = stdout;
+    this.stderr = stderr;
+  }
+}
+
+function tail(s: string, max = 8000): string {
+  return s.length > max ? `[... ${s.length - max} chars cut ...]\n${s.slice(-max)}` : s;
+}
+
+/** Accumulates a byte stream as text and lets callers wait for a pattern in it. */
+class TextSink {
+  text = "";
+  closed = false;
+  readonly done: Promise<void>;
+  #wake = new Set<() => void>();
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.done = (async () => {
+      try {
+        for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+          this.text += chunk;
+          this.#notify();
+        }
+      } catch {
+        // stream errors are treated like EOF
+      } finally {
+        this.closed = true;
+        this.#notify();
+      }
+    })();
+  }
+
+  #notify(): void {
+    for (const w of [...this.#wake]) w();
+  }
+
+  /**
+   * Resolve with the first match of `re` (searched from the start), or with
+   * `undefined` on EOF or at `deadline` (epoch ms). The text may end mid-line
+   * (a chunk boundary), so line patterns must require their `\n`, not `$`.
+   */
+  wait(re: RegExp, deadline: number): Promise<RegExpMatchArray | undefined> {
+    const found = () => this.text.match(re) ?? undefined;
+    if (found() || this.closed || Date.now() >= deadline) return Promise.resolve(found());
+    return new Promise((resolve) => {
+      const finish = () => {
+        this.#wake.delete(check);
+        clearTimeout(timer);
+        resolve(found());
+      };
+      const check = () => {
+        if (found() || this.closed) finish();
+      };
+      const timer = setTimeout(finish, Math.max(0, deadline - Date.now()));
+      this.#wake.add(check);
+    });
+  }
+}
+
+/** Await `p` for at most `ms`; `true` if it settled in time. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t = new Promise<false>((r) => timer = setTimeout(() => r(false), ms));
+  try {
+    return await Promise.race([p.then(() => true, () => true), t]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function killGroup(pid: number, sig: Deno.Signal): void {
+  try {
+    Deno.kill(-pid, sig); // detached => own process group (setsid)
+  } catch {
+    try {
+      Deno.kill(pid, sig);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** RTTs from `time=1.23 ms` lines (iputils and busybox formats). */
+export function parsePingRtts(out: string): number[] {
+  return [...out.matchAll(/time[=<]([\d.]+) ?ms/g)].map((m) => Number(m[1]));
+}
+
+/** Packet loss percentage from ping output (100 if not found). */
+export function parsePingLoss(out: string): number {
+  const m = out.match(/([\d.]+)% packet loss/);
+  return m ? Number(m[1]) : 100;
+}
+
+/**
+ * Boot the guest with `opts.netdev`, wait for `VMB-READY`, ping it from
+ * `opts.netns`, wait for the guest's own ping verdict, then stop QEMU
+ * (guest poweroff, then SIGTERM, then SIGKILL to its process group) and reap
+ * it. QEMU is always stopped and reaped, also on error or timeout.
+ *
+ * Throws {@linkcode QemuRunError} (with QEMU's stdout/stderr) when QEMU exits
+ * early, the guest reports `VMB-NO-ETH0`, or a marker misses the deadline.
+ * Ping failures are reported in the result, not thrown.
+ */
+export async function runQemuPing(opts: RunQemuPingOptions): Promise<RunQemuPingResult> {
+  const guest = opts.guest ?? await buildGuest();
+  const start = Date.now();
+  const deadline = start + opts.timeoutMs;
+  const guestIp = opts.guestIp ?? DEFAULT_GUEST_IP;
+  const pingCount = opts.pingCount ?? 3;
+  const argv = [
+    ...opts.prefix,
+    ...guestCommandLine({
+      guest,
+      netdev: opts.netdev,
+      ip: guestIp,
+      peer: opts.peerIp ?? DEFAULT_PEER_IP,
+      mac: opts.mac ?? DEFAULT_GUEST_MAC,
+      pingCount,
+      // Guest-side watchdog: QEMU cannot outlive us by much even if we are killed.
+      timeoutS: Math.ceil(opts.timeoutMs / 1000) + 30,
+      ...(opts.qemu ? { qemu: opts.qemu } : {}),
+      ...(opts.extraQemuArgs ? { extraArgs: opts.extraQemuArgs } : {}),
+    }),
+  ];
+  const [cmd, ...args] = argv;
+  const child = new Deno.Command(cmd!, {
+    args,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    detached: true,
+    ...(opts.env ? { env: opts.env } : {}),
+  }).spawn();
+  const stdin = child.stdin.getWriter();
+  const out = new TextSink(child.stdout);
+  const err = new TextSink(child.stderr);
+  let exited = false;
+  const statusP = child.status.then((s) => {
+    exited = true;
+    return s;
+  });
+
+  let stoppedBy: RunQemuPingResult["stoppedBy"] = "exited";
+  let idle = false;
+  const stop = async (): Promise<Deno.CommandStatus> => {
+    if (!exited && idle) {
+      await stdin.write(new TextEncoder().encode(`\n${POWEROFF_COMMAND}\n`)).catch(() => {});
+      if (await within(statusP, 5000)) stoppedBy = "poweroff";
+    }
+    if (!exited) {
+      killGroup(child.pid, "SIGTERM");
+      if (await within(statusP, 5000)) stoppedBy = "SIGTERM";
+    }
+    if (!exited) {
+      killGroup(child.pid, "SIGKILL");
+      stoppedBy = "SIGKILL";
+    }
+    const status = await statusP;
+    await stdin.close().catch(() => {});
+    // Pipes may be held open by stray grandchildren; don't hang on them forever.
+    if (!(await within(Promise.all([out.done, err.done]), 5000))) {
+      killGroup(child.pid, "SIGKILL");
+      await Promise.all([out.done, err.done]);
+    }
+    return status;
+  };
+
+  const fail = (msg: string) => new QemuRunError(msg, out.text, err.text);
+  let result: Omit<RunQemuPingResult, "serial" | "stderr" | "stoppedBy" | "status">;
+  try {
+    const ready = await out.wait(
+      new RegExp(`^(${MARKERS.ready} (\\S+)[^\\r\\n]*|${MARKERS.noEth0})\\r?\\n`, "m"),
+      deadline,
+    );
+    if (!ready) {
+      throw fail(
+        exited || out.closed
+          ? `QEMU exited before ${MARKERS.ready}`
+          : `no ${MARKERS.ready} within ${opts.timeoutMs} ms`,
+      );
+    }
+    if (ready[1] === MARKERS.noEth0) throw fail(`guest reported ${MARKERS.noEth0}`);
+    const bootMs = Date.now() - start;
+    const readyLine = ready[1]!;
+    const ip = ready[2]!;
+    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(ip)) throw fail(`bad address in ready line: ${readyLine}`);
+
+    const pingAbort = new AbortController();
+    const pingTimer = setTimeout(() => pingAbort.abort(), Math.max(1000, deadline - Date.now()));
+    let hostPing: string;
+    let pingSuccess = false;
+    try {
+      const r = await new Deno.Command("ip", {
+        args: ["netns", "exec", opts.netns, "ping", "-c", String(pingCount), "-W", "2", ip],
+        stdout: "piped",
+        stderr: "piped",
+        signal: pingAbort.signal,
+      }).output();
+      hostPing = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+      pingSuccess = r.success;
+    } catch (e) {
+      hostPing = `host ping failed to run: ${e}`;
+    } finally {
+      clearTimeout(pingTimer);
+    }
+    const hostLossPercent = parsePingLoss(hostPing);
+
+    const verdict = await out.wait(
+      new RegExp(
+        `^(${MARKERS.guestPingOk}|${MARKERS.guestPingFail}|${MARKERS.guestPingSkip})\\r?\\n`,
+        "m",
+      ),
+      deadline,
+    );
+    if (!verdict) {
+      throw fail(
+        `no guest ping verdict (${MARKERS.guestPingOk}/${MARKERS.guestPingFail}) ` +
+          (exited || out.closed ? "before QEMU exited" : `within ${opts.timeoutMs} ms`) +
+          `\n--- host ping ---\n${hostPing}`,
+      );
+    }
+    idle = !!(await out.wait(new RegExp(`^${MARKERS.idle}\\r?\\n`, "m"), Date.now() + 2000));
+    const readyAt = out.text.indexOf(readyLine);
+    const guestPingText = out.text.slice(readyAt, out.text.indexOf(verdict[1]!, readyAt));
+    result = {
+      bootMs,
+      hostPing,
+      hostPingOk: pingSuccess && hostLossPercent === 0,
+      hostLossPercent,
+      hostRttsMs: parsePingRtts(hostPing),
+      guestPingOk: verdict[1] === MARKERS.guestPingOk,
+      guestRttsMs: parsePingRtts(guestPingText),
+      readyLine: readyLine.trimEnd(),
+    };
+  } catch (e) {
+    const status = await stop();
+    if (e instanceof QemuRunError) {
+      e.status = status;
+      throw e;
+    }
+    throw new QemuRunError(`runQemuPing failed: ${e}`, out.text, err.text);
+  }
+  const status = await stop();
+  return { ...result, serial: out.text, stderr: err.text, stoppedBy, status };
+}
+
+// ---------------------------------------------------------------------------
+// namespace helpers for privileged tests
+
+async function run(cmd: string, ...args: string[]): Promise<string> {
+  const r = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  const text = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+  if (!r.success) throw new Error(`${cmd} ${args.join(" ")} failed (${r.code}): ${text}`);
+  return text;
+}
+
+/** A throwaway network namespace holding bridge `br0` with an address. */
+export interface TestNetns {
+  /** Namespace name (`vmbguest-<pid>-<random>`). */
+  name: string;
+  /** Bridge name inside it. */
+  bridge: string;
+  /** Delete the namespace (idempotent; kills nothing: stop QEMU first). */
+  remove(): Promise<void>;
+}
+
+/**
+ * Create a fresh namespace `vmbguest-<pid>-<rand>` with `lo` up and bridge
+ * `bridge` (default br0, STP off) holding `address` (default 10.0.77.1/24).
+ * Call `remove()` in a `finally`.
+ */
+export async function createTestNetns(
+  opts: { bridge?: string; address?: string } = {},
+): Promise<TestNetns> {
+  const name = `vmbguest-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  const bridge = opts.bridge ?? "br0";
+  let removed = false;
+  const remove = async () => {
+    if (removed) return;
+    removed = true;
+    await run("ip", "netns", "delete", name);
+  };
+  await run("ip", "netns", "add", name);
+  try {
+    await run("ip", "-n", name, "link", "set", "lo", "up");
+    await run("ip", "-n", name, "link", "add", bridge, "type", "bridge", "stp_state", "0");
+    await run("ip", "-n", name, "addr", "add", opts.address ?? "10.0.77.1/24", "dev", bridge);
+    await run("ip", "-n", name, "link", "set", bridge, "up");
+  } catch (e) {
+    await remove().catch(() => {});
+    throw e;
+  }
+  return { name, bridge, remove };
+}
+
+/**
+ * Prefix argv running the rest of the command inside `netns` with a private
+ * `/etc/qemu/bridge.conf` containing `bridgeConf`: a tmpfs is mounted on
+ * `scratchDir` (an existing, empty directory; the caller removes it) and an
+ * overlay of /etc is mounted in a private mount namespace, so the real /etc is
+ * never written. The last element of the prefix is followed by the QEMU argv.
+ */
+export function privateEtcQemuPrefix(
+  netns: string,
+  scratchDir: string,
+  bridgeConf: string,
+): string[] {
+  const script = [
+    "set -e",
+    'T="$1"; CONF="$2"; shift 2',
+    'mount -t tmpfs -o mode=0755 vmb-etc-qemu "$T"',
+    'mkdir "$T/u" "$T/w"',
+    'mount -t overlay overlay -o "lowerdir=/etc,upperdir=$T/u,workdir=$T/w" /etc',
+    "mkdir -p /etc/qemu",
+    'printf "%s" "$CONF" > /etc/qemu/bridge.conf',
+    "chmod 0644 /etc/qemu/bridge.conf",
+    'exec "$@"',
+  ].join("\n");
+  return [
+    "ip",
+    "netns",
+    "exec",
+    netns,
+    "unshare",
+    "-m",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    script,
+    "vmb-etc-qemu",
+    scratchDir,
+    bridgeConf,
+  ];
+}
