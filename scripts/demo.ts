@@ -1,7 +1,8 @@
 // `sudo deno task demo`: the whole thing working in a throwaway network namespace. A bridge
 // br0 (10.0.77.1/24), a private /etc/qemu with `allow br0`, our helper run from source, and a
 // Deno-hosted machine at 10.0.77.2 that the namespace pings. Everything is removed at the end.
-// `--qemu` boots a tiny Linux guest under an unmodified QEMU with our helper instead.
+// `--qemu` boots a tiny Linux guest under an unmodified QEMU with our helper instead; `--v86`
+// boots a 32-bit Linux guest in v86 (x86 in WebAssembly) inside this very Deno process.
 
 import { bridgeNetdev } from "../mod.ts";
 import { respond } from "../examples/responder.ts";
@@ -11,8 +12,12 @@ const say = (s: string) => console.log(s);
 
 async function missing(): Promise<string[]> {
   const problems: string[] = [];
-  if (Deno.uid() !== 0) problems.push("run it as root: sudo deno task demo (it creates a network namespace)");
-  for (const [cmd, pkg] of [["ip", "iproute2"], ["unshare", "util-linux"], ["ping", "iputils-ping"]]) {
+  if (Deno.uid() !== 0) {
+    problems.push("run it as root: sudo deno task demo (it creates a network namespace)");
+  }
+  for (
+    const [cmd, pkg] of [["ip", "iproute2"], ["unshare", "util-linux"], ["ping", "iputils-ping"]]
+  ) {
     const r = await run(["sh", "-c", `command -v ${cmd}`]).catch(() => ({ code: 1 }));
     if (r.code !== 0) problems.push(`${cmd} is missing: apt-get install ${pkg}`);
   }
@@ -23,11 +28,25 @@ async function missing(): Promise<string[]> {
   }
   if (Deno.args.includes("--qemu")) {
     const r = await run(["sh", "-c", "command -v qemu-system-x86_64"]);
-    if (r.code !== 0) problems.push("qemu-system-x86_64 is missing: apt-get install qemu-system-x86");
+    if (r.code !== 0) {
+      problems.push("qemu-system-x86_64 is missing: apt-get install qemu-system-x86");
+    }
     const k = await run(["sh", "-c", "ls /boot/vmlinuz-* && ls /bin/busybox"]);
     if (k.code !== 0) {
-      problems.push("a guest kernel and busybox are missing: apt-get install linux-image-amd64 busybox-static");
+      problems.push(
+        "a guest kernel and busybox are missing: apt-get install linux-image-amd64 busybox-static",
+      );
     }
+  }
+  if (Deno.args.includes("--v86")) {
+    const { SEABIOS } = await import("../examples/v86/build-guest.ts");
+    try {
+      await Deno.stat(SEABIOS);
+    } catch {
+      problems.push(`${SEABIOS} is missing: apt-get install seabios`);
+    }
+    const r = await run(["sh", "-c", "command -v apt-get && command -v dpkg-deb"]);
+    if (r.code !== 0) problems.push("apt-get and dpkg-deb are needed to fetch the i386 guest");
   }
   return problems;
 }
@@ -68,6 +87,52 @@ async function qemuDemo(ns: NetNs, sandboxArgv: string[]): Promise<boolean> {
   return r.guestPingOk && /\b0% packet loss/.test(r.hostPing);
 }
 
+async function v86Demo(ns: NetNs, helper: string[]): Promise<boolean> {
+  const { buildV86Guest, GUEST_HTTP_PORT, GUEST_IP, GUEST_MAC, MARKERS } = await import(
+    "../examples/v86/build-guest.ts"
+  );
+  const { httpGet, powerOff, startV86 } = await import("../examples/v86/vm.ts");
+  say("getting the guest (Debian's 686 kernel + busybox for i386, build/v86-guest/)...");
+  const guest = await buildV86Guest({ log: (l) => say(`  ${l}`) });
+  say(`attaching v86 to br0 through ${HELPER_FROM_SOURCE}`);
+  await using nic = await bridgeNetdev({ br: "br0", helper });
+  await using vm = await startV86({ netdev: nic, guest });
+  say(`booting Linux ${guest.release} in v86, inside this Deno process, on ${nic.name}...`);
+  try {
+    await vm.waitFor(MARKERS.ready, 120_000);
+  } catch (e) {
+    say(`${(e as Error).message}\n--- guest serial console ---\n${vm.serial}`);
+    return false;
+  }
+  const ip = GUEST_IP.split("/")[0]!;
+  say(`the guest is up after ${(vm.elapsed() / 1000).toFixed(1)} s at ${ip} (${GUEST_MAC})\n`);
+  say(`$ ip -n ${ns.name} -br link show master br0`);
+  say((await ns.ip("-br", "link", "show", "master", "br0")).trimEnd());
+  say(`\n$ ip netns exec ${ns.name} ping -c 3 ${ip}`);
+  const ping = await ns.sh(`ping -c 3 -i 0.3 -W 2 ${ip}`);
+  say(ping.stdout.trimEnd());
+  say(`\ndownloading ${guest.blob.size} bytes from the guest's httpd over TCP...`);
+  const got = await httpGet(ns.exec([]), ip, GUEST_HTTP_PORT, guest.blob.path).catch((e) => {
+    say((e as Error).message);
+    return undefined;
+  });
+  const fetched = got?.bytes === guest.blob.size && got.sha256 === guest.blob.sha256;
+  if (got) {
+    const mib = got.bytes / 1048576;
+    say(
+      `${got.status}: ${mib.toFixed(1)} MiB in ${(got.ms / 1000).toFixed(2)} s ` +
+        `(${(mib / (got.ms / 1000)).toFixed(2)} MiB/s), SHA-256 ${fetched ? "matches" : "DIFFERS"}`,
+    );
+  }
+  await powerOff(vm);
+  const c = vm.link.counters;
+  say(
+    `frames: ${c.toGuest.frames} to the guest (${c.toGuest.notReady} dropped before it could ` +
+      `receive), ${c.fromGuest.frames} from it`,
+  );
+  return ping.code === 0 && /\b0% packet loss/.test(ping.stdout) && fetched;
+}
+
 const problems = await missing();
 if (problems.length > 0) {
   for (const p of problems) console.error(`demo: ${p}`);
@@ -83,6 +148,8 @@ let ok = false;
   try {
     ok = Deno.args.includes("--qemu")
       ? await qemuDemo(ns, sb.argv)
+      : Deno.args.includes("--v86")
+      ? await v86Demo(ns, [...sb.argv, HELPER_FROM_SOURCE])
       : await responderDemo(ns, [...sb.argv, HELPER_FROM_SOURCE]);
   } finally {
     await sb.cleanup();
