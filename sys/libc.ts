@@ -10,132 +10,157 @@ export const LIBC_PATH: string = Deno.build.arch === "aarch64"
   ? "/lib/aarch64-linux-gnu/libc.so.6"
   : "/lib/x86_64-linux-gnu/libc.so.6";
 
-const SYMBOLS = {
-  // int *__errno_location(void);
-  __errno_location: { parameters: [], result: "pointer" },
-  // char *strerror(int errnum);
-  strerror: { parameters: ["i32"], result: "pointer" },
-  // int open(const char *path, int flags, mode_t mode);  (variadic; integer args are ABI-safe)
-  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-  // int close(int fd);
-  close: { parameters: ["i32"], result: "i32" },
-  // ssize_t read(int fd, void *buf, size_t n);  (result read as int: frames and ACL chunks are
-  // far below 2 GiB, and -1 keeps its value in the low 32 bits)
-  read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
-  // ssize_t write(int fd, const void *buf, size_t n);
-  write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
-  // Bench-only: the same read(2)/write(2) run on a worker thread, one promise per call. This
-  // is the design net/netdev.ts avoids (a thread hop per frame, and errno is lost on that
-  // thread); bench/netdev.ts measures it as the "naive" contender. The library never uses it.
-  bench_only_read_async: {
-    name: "read",
-    parameters: ["i32", "buffer", "usize"],
-    result: "i32",
-    nonblocking: true,
+/**
+ * The symbols, in groups that are bound on first use: Deno.dlopen costs about 0.1-0.2 ms per
+ * symbol, and the helper's start-up should pay only for what it calls.
+ */
+const GROUPS = {
+  // What the helper needs on every run: files, ioctls, the control socket, sendmsg, errno.
+  base: {
+    // int *__errno_location(void);
+    __errno_location: { parameters: [], result: "pointer" },
+    // char *strerror(int errnum);
+    strerror: { parameters: ["i32"], result: "pointer" },
+    // int open(const char *path, int flags, mode_t mode);  (variadic; integer args are ABI-safe)
+    open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+    // int close(int fd);
+    close: { parameters: ["i32"], result: "i32" },
+    // ssize_t read(int fd, void *buf, size_t n);  (result read as int: frames and ACL chunks are
+    // far below 2 GiB, and -1 keeps its value in the low 32 bits)
+    read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+    // ssize_t write(int fd, const void *buf, size_t n);
+    write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+    // int ioctl(int fd, unsigned long req, void *arg);  (variadic)
+    ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+    // int ioctl(int fd, unsigned long req, unsigned long arg);  (the by-value form)
+    ioctl_val: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
+    // int fcntl(int fd, int cmd, long arg);  (variadic)
+    fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
+    // int socket(int domain, int type, int protocol);
+    socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+    // ssize_t sendmsg(int fd, const struct msghdr *msg, int flags);
+    sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
+    // int getsockopt(int fd, int level, int name, void *val, socklen_t *len);
+    getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+    // int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf);
+    statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+    // unsigned if_nametoindex(const char *name);
+    if_nametoindex: { parameters: ["buffer"], result: "u32" },
+    // int prctl(int option, unsigned long a2, a3, a4, a5);  (variadic)
+    prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
+    // int getresuid(uid_t *r, uid_t *e, uid_t *s); int getresgid(...);
+    getresuid: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
+    getresgid: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   },
-  bench_only_write_async: {
-    name: "write",
-    parameters: ["i32", "buffer", "usize"],
-    result: "i32",
-    nonblocking: true,
+  // Identity and capabilities: the set-user-ID drop and its verification, the checks.
+  ids: {
+    // int capget(cap_user_header_t hdr, cap_user_data_t data);
+    capget: { parameters: ["buffer", "buffer"], result: "i32" },
+    // int capset(cap_user_header_t hdr, const cap_user_data_t data);
+    capset: { parameters: ["buffer", "buffer"], result: "i32" },
+    // int setresuid(uid_t r, uid_t e, uid_t s); int setresgid(...);
+    setresuid: { parameters: ["u32", "u32", "u32"], result: "i32" },
+    setresgid: { parameters: ["u32", "u32", "u32"], result: "i32" },
+    // int getgroups(int size, gid_t list[]);
+    getgroups: { parameters: ["i32", "buffer"], result: "i32" },
+    // uid_t getuid(void); and friends
+    getuid: { parameters: [], result: "u32" },
+    geteuid: { parameters: [], result: "u32" },
+    getgid: { parameters: [], result: "u32" },
+    getegid: { parameters: [], result: "u32" },
+    getpid: { parameters: [], result: "i32" },
+    // long syscall(long nr, long a, long b, long c);  (pidfd_open, gettid, getdents64, setresuid)
+    syscall: { parameters: ["i64", "i64", "i64", "i64"], result: "i64" },
   },
-  // int ioctl(int fd, unsigned long req, void *arg);  (variadic)
-  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
-  // int ioctl(int fd, unsigned long req, unsigned long arg);  (the by-value form)
-  ioctl_val: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
-  // int fcntl(int fd, int cmd, long arg);  (variadic)
-  fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
-  // int socket(int domain, int type, int protocol);
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  // int socketpair(int domain, int type, int protocol, int sv[2]);
-  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
-  // ssize_t sendmsg(int fd, const struct msghdr *msg, int flags);
-  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
-  // ssize_t recvmsg(int fd, struct msghdr *msg, int flags);
-  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
-  // int getsockopt(int fd, int level, int name, void *val, socklen_t *len);
-  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-  // int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf);
-  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
-  // int poll(struct pollfd *fds, nfds_t n, int timeout);
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
-  // The same poll, run on a worker thread so the event loop keeps going while it waits. Only
-  // for waiting on frame and child readiness; never for privileged calls (capabilities and
-  // errno are per thread).
-  poll_async: {
-    name: "poll",
-    parameters: ["buffer", "u64", "i32"],
-    result: "i32",
-    nonblocking: true,
+  // Child processes and readiness: running a helper as QEMU does, and frame I/O waits.
+  proc: {
+    // int socketpair(int domain, int type, int protocol, int sv[2]);
+    socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+    // ssize_t recvmsg(int fd, struct msghdr *msg, int flags);
+    recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
+    // int poll(struct pollfd *fds, nfds_t n, int timeout);
+    poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+    // The same poll, run on a worker thread so the event loop keeps going while it waits. Only
+    // for waiting on frame and child readiness; never for privileged calls (capabilities and
+    // errno are per thread).
+    poll_async: {
+      name: "poll",
+      parameters: ["buffer", "u64", "i32"],
+      result: "i32",
+      nonblocking: true,
+    },
+    // int posix_spawn_file_actions_init(posix_spawn_file_actions_t *fa); and friends
+    posix_spawn_file_actions_init: { parameters: ["buffer"], result: "i32" },
+    posix_spawn_file_actions_destroy: { parameters: ["buffer"], result: "i32" },
+    posix_spawn_file_actions_adddup2: { parameters: ["buffer", "i32", "i32"], result: "i32" },
+    posix_spawn_file_actions_addopen: {
+      parameters: ["buffer", "i32", "buffer", "i32", "u32"],
+      result: "i32",
+    },
+    posix_spawn_file_actions_addclosefrom_np: { parameters: ["buffer", "i32"], result: "i32" },
+    // int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+    //                 const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
+    posix_spawn: {
+      parameters: ["buffer", "buffer", "buffer", "pointer", "buffer", "pointer"],
+      result: "i32",
+    },
+    posix_spawnp: {
+      parameters: ["buffer", "buffer", "buffer", "pointer", "buffer", "pointer"],
+      result: "i32",
+    },
+    // pid_t waitpid(pid_t pid, int *status, int options);
+    waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+    // int kill(pid_t pid, int sig);
+    kill: { parameters: ["i32", "i32"], result: "i32" },
+    // extern char **environ;
+    environ: { type: "pointer" },
   },
-  // int prctl(int option, unsigned long a2, a3, a4, a5);  (variadic)
-  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
-  // int capget(cap_user_header_t hdr, cap_user_data_t data);
-  capget: { parameters: ["buffer", "buffer"], result: "i32" },
-  // int capset(cap_user_header_t hdr, const cap_user_data_t data);
-  capset: { parameters: ["buffer", "buffer"], result: "i32" },
-  // uid_t getuid(void); and friends
-  getuid: { parameters: [], result: "u32" },
-  geteuid: { parameters: [], result: "u32" },
-  getgid: { parameters: [], result: "u32" },
-  getegid: { parameters: [], result: "u32" },
-  getpid: { parameters: [], result: "i32" },
-  // int getresuid(uid_t *r, uid_t *e, uid_t *s); int getresgid(...);
-  getresuid: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
-  getresgid: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
-  // int setresuid(uid_t r, uid_t e, uid_t s); int setresgid(...);
-  setresuid: { parameters: ["u32", "u32", "u32"], result: "i32" },
-  setresgid: { parameters: ["u32", "u32", "u32"], result: "i32" },
-  // int getgroups(int size, gid_t list[]);
-  getgroups: { parameters: ["i32", "buffer"], result: "i32" },
-  // unsigned if_nametoindex(const char *name);
-  if_nametoindex: { parameters: ["buffer"], result: "u32" },
-  // long syscall(long nr, long a, long b, long c);  (pidfd_open, gettid, getdents64, setresuid)
-  syscall: { parameters: ["i64", "i64", "i64", "i64"], result: "i64" },
-  // int posix_spawn_file_actions_init(posix_spawn_file_actions_t *fa); and friends
-  posix_spawn_file_actions_init: { parameters: ["buffer"], result: "i32" },
-  posix_spawn_file_actions_destroy: { parameters: ["buffer"], result: "i32" },
-  posix_spawn_file_actions_adddup2: { parameters: ["buffer", "i32", "i32"], result: "i32" },
-  posix_spawn_file_actions_addopen: {
-    parameters: ["buffer", "i32", "buffer", "i32", "u32"],
-    result: "i32",
+  // Bench-only symbols (bench/netdev.ts); the library never loads them.
+  bench: {
+    // Bench-only: the same read(2)/write(2) run on a worker thread, one promise per call. This
+    // is the design net/netdev.ts avoids (a thread hop per frame, and errno is lost on that
+    // thread); bench/netdev.ts measures it as the "naive" contender. The library never uses it.
+    bench_only_read_async: {
+      name: "read",
+      parameters: ["i32", "buffer", "usize"],
+      result: "i32",
+      nonblocking: true,
+    },
+    bench_only_write_async: {
+      name: "write",
+      parameters: ["i32", "buffer", "usize"],
+      result: "i32",
+      nonblocking: true,
+    },
   },
-  posix_spawn_file_actions_addclosefrom_np: { parameters: ["buffer", "i32"], result: "i32" },
-  // int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
-  //                 const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
-  posix_spawn: {
-    parameters: ["buffer", "buffer", "buffer", "pointer", "buffer", "pointer"],
-    result: "i32",
-  },
-  posix_spawnp: {
-    parameters: ["buffer", "buffer", "buffer", "pointer", "buffer", "pointer"],
-    result: "i32",
-  },
-  // pid_t waitpid(pid_t pid, int *status, int options);
-  waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
-  // int kill(pid_t pid, int sig);
-  kill: { parameters: ["i32", "i32"], result: "i32" },
-  // extern char **environ;
-  environ: { type: "pointer" },
 } as const;
 
-let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+type Groups = typeof GROUPS;
+type Symbols<G extends keyof Groups> = Deno.DynamicLibrary<Groups[G]>["symbols"];
+const bound: { [G in keyof Groups]?: Symbols<G> } = {};
 
-/** The loaded symbols; loaded once, on first use, so importing this file costs nothing. */
-function c(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
-  lib ??= Deno.dlopen(LIBC_PATH, SYMBOLS);
-  return lib.symbols;
+/** The symbols of one group, bound on first use, so importing this file costs nothing. */
+function lib<G extends keyof Groups>(group: G): Symbols<G> {
+  const have = bound[group];
+  if (have !== undefined) return have;
+  const symbols = Deno.dlopen(LIBC_PATH, GROUPS[group] as Groups[G]).symbols;
+  (bound as Record<string, unknown>)[group] = symbols;
+  return symbols;
 }
+const base = () => lib("base");
+const ids = () => lib("ids");
+const proc = () => lib("proc");
+const bench = () => lib("bench");
 
 /** Reads errno. Call it straight after the failing call, before anything else touches libc. */
 function errno(): number {
-  const p = c().__errno_location();
+  const p = base().__errno_location();
   return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32(0);
 }
 
 /** Returns glibc's text for an errno value ("No such device"), as the C helper prints it. */
 export function strerror(code: number): string {
-  const p = c().strerror(code);
+  const p = base().strerror(code);
   return p === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(p);
 }
 
@@ -270,17 +295,17 @@ export const F = { GETFD: 1, SETFD: 2, GETFL: 3, SETFL: 4, FD_CLOEXEC: 1 } as co
 
 /** open(2); `O_CLOEXEC` is always added so no fd leaks into a child by accident. */
 export function open(path: string, flags: number, mode = 0): number {
-  return check(`open(${path})`, c().open(cstr(path), flags | O.CLOEXEC, mode));
+  return check(`open(${path})`, base().open(cstr(path), flags | O.CLOEXEC, mode));
 }
 
 /** close(2). */
 export function close(fd: number): void {
-  check("close", c().close(fd));
+  check("close", base().close(fd));
 }
 
 /** read(2) into `buf`; returns the byte count, or -1 with EAGAIN on an empty non-blocking fd. */
 export function read(fd: number, buf: Uint8Array<ArrayBuffer>, name = "read"): number {
-  const n = c().read(fd, buf, BigInt(buf.byteLength));
+  const n = base().read(fd, buf, BigInt(buf.byteLength));
   if (n < 0) {
     const e = errno();
     if (e === E.EAGAIN) return -1;
@@ -291,7 +316,7 @@ export function read(fd: number, buf: Uint8Array<ArrayBuffer>, name = "read"): n
 
 /** write(2) of `buf`; returns the byte count, or -1 with EAGAIN when a non-blocking fd is full. */
 export function write(fd: number, buf: Uint8Array<ArrayBuffer>, name = "write"): number {
-  const n = c().write(fd, buf, BigInt(buf.byteLength));
+  const n = base().write(fd, buf, BigInt(buf.byteLength));
   if (n < 0) {
     const e = errno();
     if (e === E.EAGAIN) return -1;
@@ -302,13 +327,13 @@ export function write(fd: number, buf: Uint8Array<ArrayBuffer>, name = "write"):
 
 /** The raw read(2) for hot loops: returns the count or `-errno`, never throws. */
 export function readRaw(fd: number, buf: Uint8Array<ArrayBuffer>, len: bigint): number {
-  const n = c().read(fd, buf, len);
+  const n = base().read(fd, buf, len);
   return n < 0 ? -errno() : n;
 }
 
 /** The raw write(2) for hot loops: returns the count or `-errno`, never throws. */
 export function writeRaw(fd: number, buf: Uint8Array<ArrayBuffer>, len: bigint): number {
-  const n = c().write(fd, buf, len);
+  const n = base().write(fd, buf, len);
   return n < 0 ? -errno() : n;
 }
 
@@ -321,7 +346,7 @@ export function benchOnlyReadAsync(
   buf: Uint8Array<ArrayBuffer>,
   len: bigint,
 ): Promise<number> {
-  return c().bench_only_read_async(fd, buf, len);
+  return bench().bench_only_read_async(fd, buf, len);
 }
 
 /** Bench-only: write(2) on a worker thread, like {@linkcode benchOnlyReadAsync}. */
@@ -330,7 +355,7 @@ export function benchOnlyWriteAsync(
   buf: Uint8Array<ArrayBuffer>,
   len: bigint,
 ): Promise<number> {
-  return c().bench_only_write_async(fd, buf, len);
+  return bench().bench_only_write_async(fd, buf, len);
 }
 
 /** ioctl(2) with a pointer argument; `name` is used in the error ("ioctl(TUNSETIFF)"). */
@@ -340,17 +365,17 @@ export function ioctl(
   arg: Uint8Array<ArrayBuffer>,
   name: string,
 ): number {
-  return check(`ioctl(${name})`, c().ioctl(fd, BigInt(request), arg));
+  return check(`ioctl(${name})`, base().ioctl(fd, BigInt(request), arg));
 }
 
 /** ioctl(2) with an integer argument passed by value. */
 export function ioctlValue(fd: number, request: number, arg: number, name: string): number {
-  return check(`ioctl(${name})`, c().ioctl_val(fd, BigInt(request), BigInt(arg)));
+  return check(`ioctl(${name})`, base().ioctl_val(fd, BigInt(request), BigInt(arg)));
 }
 
 /** fcntl(2). */
 export function fcntl(fd: number, cmd: number, arg = 0): number {
-  return check("fcntl", c().fcntl(fd, cmd, BigInt(arg)));
+  return check("fcntl", base().fcntl(fd, cmd, BigInt(arg)));
 }
 
 /** Puts an fd into non-blocking mode (or back). */
@@ -361,7 +386,7 @@ export function setNonBlocking(fd: number, on: boolean): void {
 
 /** True when `fd` is open in this process. */
 export function isOpen(fd: number): boolean {
-  if (c().fcntl(fd, F.GETFD, 0n) >= 0) return true;
+  if (base().fcntl(fd, F.GETFD, 0n) >= 0) return true;
   return false;
 }
 
@@ -410,7 +435,7 @@ const STATX_BASIC_STATS = 0x7ff;
 /** fstat(2) of an open fd (through statx, whose layout does not depend on the architecture). */
 export function fstat(fd: number): FileStat {
   const buf = new Uint8Array(new ArrayBuffer(256));
-  check("statx", c().statx(fd, new Uint8Array([0]), AT_EMPTY_PATH, STATX_BASIC_STATS, buf));
+  check("statx", base().statx(fd, new Uint8Array([0]), AT_EMPTY_PATH, STATX_BASIC_STATS, buf));
   return parseStatx(buf);
 }
 
@@ -419,13 +444,13 @@ export function fstat(fd: number): FileStat {
 
 /** socket(2). */
 export function socket(domain: number, type: number, protocol = 0): number {
-  return check("socket", c().socket(domain, type | SOCK.CLOEXEC, protocol));
+  return check("socket", base().socket(domain, type | SOCK.CLOEXEC, protocol));
 }
 
 /** socketpair(2); both ends are close-on-exec. */
 export function socketpair(domain: number, type: number): [number, number] {
   const sv = new Int32Array(2);
-  check("socketpair", c().socketpair(domain, type | SOCK.CLOEXEC, 0, new Uint8Array(sv.buffer)));
+  check("socketpair", proc().socketpair(domain, type | SOCK.CLOEXEC, 0, new Uint8Array(sv.buffer)));
   return [sv[0]!, sv[1]!];
 }
 
@@ -435,7 +460,7 @@ export function getsockoptInt(fd: number, level: number, name: number): number {
   const len = new Uint32Array([4]);
   check(
     "getsockopt",
-    c().getsockopt(fd, level, name, new Uint8Array(val.buffer), new Uint8Array(len.buffer)),
+    base().getsockopt(fd, level, name, new Uint8Array(val.buffer), new Uint8Array(len.buffer)),
   );
   return val[0]!;
 }
@@ -470,7 +495,7 @@ export function sendFd(sock: number, fd: number): void {
   mv.setBigUint64(24, 1n, true); // msg_iovlen
   mv.setBigUint64(32, ptr(control), true); // msg_control
   mv.setBigUint64(40, BigInt(CMSG_LEN_1FD), true); // msg_controllen, as the C helper sends it
-  const n = c().sendmsg(sock, msg, SOCK.MSG_NOSIGNAL);
+  const n = base().sendmsg(sock, msg, SOCK.MSG_NOSIGNAL);
   // Keep every buffer referenced until the call returned: the raw pointers above do not.
   void [data, iov, control];
   if (n < 0n) throw new OsError("sendmsg", errno());
@@ -505,7 +530,7 @@ export function recvFds(sock: number): Received | undefined {
   mv.setBigUint64(24, 1n, true);
   mv.setBigUint64(32, ptr(control), true);
   mv.setBigUint64(40, BigInt(control.byteLength), true);
-  const n = c().recvmsg(sock, msg, SOCK.MSG_CMSG_CLOEXEC | SOCK.MSG_DONTWAIT);
+  const n = proc().recvmsg(sock, msg, SOCK.MSG_CMSG_CLOEXEC | SOCK.MSG_DONTWAIT);
   void [data, iov];
   if (n < 0n) {
     const e = errno();
@@ -547,7 +572,7 @@ export function recvFds(sock: number): Received | undefined {
 /** poll(2) on the calling thread; returns revents per fd (0 when nothing happened). */
 export function poll(fds: readonly number[], events: number, timeoutMs: number): number[] {
   const buf = pollBuffer(fds, events);
-  check("poll", c().poll(buf, BigInt(fds.length), timeoutMs));
+  check("poll", proc().poll(buf, BigInt(fds.length), timeoutMs));
   return pollResult(buf, fds.length);
 }
 
@@ -568,7 +593,7 @@ export async function pollAsync(
   });
   // errno cannot be read after a call on another thread; a negative result means EINTR or a
   // bad fd, and the caller re-checks its fds on the next round either way.
-  const r = await c().poll_async(buf, BigInt(fds.length), timeoutMs);
+  const r = await proc().poll_async(buf, BigInt(fds.length), timeoutMs);
   if (r < 0) return fds.map(() => 0);
   return pollResult(buf, fds.length);
 }
@@ -606,7 +631,7 @@ export function getresuid(): Ids {
   const r = new Uint32Array(1), e = new Uint32Array(1), s = new Uint32Array(1);
   check(
     "getresuid",
-    c().getresuid(new Uint8Array(r.buffer), new Uint8Array(e.buffer), new Uint8Array(s.buffer)),
+    base().getresuid(new Uint8Array(r.buffer), new Uint8Array(e.buffer), new Uint8Array(s.buffer)),
   );
   return { real: r[0]!, effective: e[0]!, saved: s[0]! };
 }
@@ -616,19 +641,19 @@ export function getresgid(): Ids {
   const r = new Uint32Array(1), e = new Uint32Array(1), s = new Uint32Array(1);
   check(
     "getresgid",
-    c().getresgid(new Uint8Array(r.buffer), new Uint8Array(e.buffer), new Uint8Array(s.buffer)),
+    base().getresgid(new Uint8Array(r.buffer), new Uint8Array(e.buffer), new Uint8Array(s.buffer)),
   );
   return { real: r[0]!, effective: e[0]!, saved: s[0]! };
 }
 
 /** setresuid(2): changes every thread (glibc broadcasts it). */
 export function setresuid(r: number, e: number, s: number): void {
-  check("setresuid", c().setresuid(r, e, s));
+  check("setresuid", ids().setresuid(r, e, s));
 }
 
 /** setresgid(2): changes every thread (glibc broadcasts it). */
 export function setresgid(r: number, e: number, s: number): void {
-  check("setresgid", c().setresgid(r, e, s));
+  check("setresgid", ids().setresgid(r, e, s));
 }
 
 /**
@@ -638,27 +663,27 @@ export function setresgid(r: number, e: number, s: number): void {
  */
 export function setresuidThisThread(r: number, e: number, s: number): void {
   const nr = Deno.build.arch === "aarch64" ? 147n : 117n; // SYS_setresuid
-  if (c().syscall(nr, BigInt(r), BigInt(e), BigInt(s)) < 0n) {
+  if (ids().syscall(nr, BigInt(r), BigInt(e), BigInt(s)) < 0n) {
     throw new OsError("setresuid (this thread)", errno());
   }
 }
 
 /** The supplementary groups of the calling process. */
 export function getgroups(): number[] {
-  const n = check("getgroups", c().getgroups(0, new Uint8Array(0)));
+  const n = check("getgroups", ids().getgroups(0, new Uint8Array(0)));
   const list = new Uint32Array(Math.max(n, 1));
-  const got = check("getgroups", c().getgroups(n, new Uint8Array(list.buffer)));
+  const got = check("getgroups", ids().getgroups(n, new Uint8Array(list.buffer)));
   return Array.from(list.subarray(0, got));
 }
 
 /** getpid(2). */
 export function getpid(): number {
-  return c().getpid();
+  return ids().getpid();
 }
 
 /** gettid(2): the calling thread's id. */
 export function gettid(): number {
-  return Number(c().syscall(BigInt(Deno.build.arch === "aarch64" ? 178 : 186), 0n, 0n, 0n));
+  return Number(ids().syscall(BigInt(Deno.build.arch === "aarch64" ? 178 : 186), 0n, 0n, 0n));
 }
 
 /** prctl(2) constants. */
@@ -678,7 +703,7 @@ export const PR = {
 export function prctl(option: number, a2: number, name: string, a3 = 0, a4 = 0, a5 = 0): number {
   return check(
     `prctl(${name})`,
-    c().prctl(option, BigInt(a2), BigInt(a3), BigInt(a4), BigInt(a5)),
+    base().prctl(option, BigInt(a2), BigInt(a3), BigInt(a4), BigInt(a5)),
   );
 }
 
@@ -698,7 +723,7 @@ const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
 export function capget(): CapSets {
   const hdr = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
   const data = new Uint32Array(6);
-  check("capget", c().capget(new Uint8Array(hdr.buffer), new Uint8Array(data.buffer)));
+  check("capget", ids().capget(new Uint8Array(hdr.buffer), new Uint8Array(data.buffer)));
   const j = (lo: number, hi: number) => BigInt(data[lo]!) | (BigInt(data[hi]!) << 32n);
   return { effective: j(0, 3), permitted: j(1, 4), inheritable: j(2, 5) };
 }
@@ -716,12 +741,12 @@ export function capset(sets: CapSets): void {
     hi(sets.permitted),
     hi(sets.inheritable),
   ]);
-  check("capset", c().capset(new Uint8Array(hdr.buffer), new Uint8Array(data.buffer)));
+  check("capset", ids().capset(new Uint8Array(hdr.buffer), new Uint8Array(data.buffer)));
 }
 
 /** if_nametoindex(3); 0 when there is no such interface. */
 export function ifNameToIndex(name: string): number {
-  return c().if_nametoindex(cstr(name));
+  return base().if_nametoindex(cstr(name));
 }
 
 /** Reads a whole small file through libc (for /proc, which Deno's APIs gate behind --allow-all). */
@@ -771,7 +796,7 @@ export interface SpawnSpec {
  */
 export function spawn(spec: SpawnSpec): number {
   const fa = new Uint8Array(new ArrayBuffer(256));
-  const lc = c();
+  const lc = proc();
   const rc0 = lc.posix_spawn_file_actions_init(fa);
   if (rc0 !== 0) throw new OsError("posix_spawn_file_actions_init", rc0);
   try {
@@ -822,7 +847,7 @@ export type ExitStatus = { exited: true; code: number } | { exited: false; signa
 export function tryWait(pid: number): ExitStatus | undefined {
   const status = new Int32Array(1);
   for (;;) {
-    const r = c().waitpid(pid, new Uint8Array(status.buffer), 1 /* WNOHANG */);
+    const r = proc().waitpid(pid, new Uint8Array(status.buffer), 1 /* WNOHANG */);
     if (r < 0) {
       const e = errno();
       if (e === E.EINTR) continue;
@@ -837,7 +862,7 @@ export function tryWait(pid: number): ExitStatus | undefined {
 
 /** kill(2); a child that is already gone is not an error. */
 export function kill(pid: number, signal: number): void {
-  const r = c().kill(pid, signal);
+  const r = proc().kill(pid, signal);
   if (r < 0) {
     const e = errno();
     if (e !== E.ESRCH) throw new OsError("kill", e);
@@ -846,7 +871,7 @@ export function kill(pid: number, signal: number): void {
 
 /** pidfd_open(2): an fd that polls readable when the process exits. */
 export function pidfdOpen(pid: number): number {
-  const r = Number(c().syscall(434n, BigInt(pid), 0n, 0n));
+  const r = Number(ids().syscall(434n, BigInt(pid), 0n, 0n));
   if (r < 0) throw new OsError("pidfd_open", errno());
   // pidfds are always close-on-exec.
   return r;
@@ -860,7 +885,7 @@ export function listDir(path: string): string[] {
     const buf = new Uint8Array(new ArrayBuffer(32768));
     const nr = Deno.build.arch === "aarch64" ? 61n : 217n; // SYS_getdents64
     for (;;) {
-      const n = Number(c().syscall(nr, BigInt(fd), ptr(buf), BigInt(buf.byteLength)));
+      const n = Number(ids().syscall(nr, BigInt(fd), ptr(buf), BigInt(buf.byteLength)));
       if (n < 0) throw new OsError("getdents64", errno());
       if (n === 0) break;
       const v = new DataView(buf.buffer);
