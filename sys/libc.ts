@@ -19,8 +19,6 @@ const GROUPS = {
   base: {
     // int *__errno_location(void);
     __errno_location: { parameters: [], result: "pointer" },
-    // char *strerror(int errnum);
-    strerror: { parameters: ["i32"], result: "pointer" },
     // int open(const char *path, int flags, mode_t mode);  (variadic; integer args are ABI-safe)
     open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
     // int close(int fd);
@@ -28,14 +26,8 @@ const GROUPS = {
     // ssize_t read(int fd, void *buf, size_t n);  (result read as int: frames and ACL chunks are
     // far below 2 GiB, and -1 keeps its value in the low 32 bits)
     read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
-    // ssize_t write(int fd, const void *buf, size_t n);
-    write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
     // int ioctl(int fd, unsigned long req, void *arg);  (variadic)
     ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
-    // int ioctl(int fd, unsigned long req, unsigned long arg);  (the by-value form)
-    ioctl_val: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
-    // int fcntl(int fd, int cmd, long arg);  (variadic)
-    fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
     // int socket(int domain, int type, int protocol);
     socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
     // ssize_t sendmsg(int fd, const struct msghdr *msg, int flags);
@@ -51,6 +43,17 @@ const GROUPS = {
     // int getresuid(uid_t *r, uid_t *e, uid_t *s); int getresgid(...);
     getresuid: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
     getresgid: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
+  },
+  // Error texts, writes and fd flags: the library's frame I/O and the helper's error paths.
+  more: {
+    // char *strerror(int errnum);
+    strerror: { parameters: ["i32"], result: "pointer" },
+    // ssize_t write(int fd, const void *buf, size_t n);
+    write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+    // int ioctl(int fd, unsigned long req, unsigned long arg);  (the by-value form)
+    ioctl_val: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
+    // int fcntl(int fd, int cmd, long arg);  (variadic)
+    fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
   },
   // Identity and capabilities: the set-user-ID drop and its verification, the checks.
   ids: {
@@ -148,6 +151,7 @@ function lib<G extends keyof Groups>(group: G): Symbols<G> {
   return symbols;
 }
 const base = () => lib("base");
+const more = () => lib("more");
 const ids = () => lib("ids");
 const proc = () => lib("proc");
 const bench = () => lib("bench");
@@ -160,7 +164,7 @@ function errno(): number {
 
 /** Returns glibc's text for an errno value ("No such device"), as the C helper prints it. */
 export function strerror(code: number): string {
-  const p = base().strerror(code);
+  const p = more().strerror(code);
   return p === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(p);
 }
 
@@ -316,7 +320,7 @@ export function read(fd: number, buf: Uint8Array<ArrayBuffer>, name = "read"): n
 
 /** write(2) of `buf`; returns the byte count, or -1 with EAGAIN when a non-blocking fd is full. */
 export function write(fd: number, buf: Uint8Array<ArrayBuffer>, name = "write"): number {
-  const n = base().write(fd, buf, BigInt(buf.byteLength));
+  const n = more().write(fd, buf, BigInt(buf.byteLength));
   if (n < 0) {
     const e = errno();
     if (e === E.EAGAIN) return -1;
@@ -333,7 +337,7 @@ export function readRaw(fd: number, buf: Uint8Array<ArrayBuffer>, len: bigint): 
 
 /** The raw write(2) for hot loops: returns the count or `-errno`, never throws. */
 export function writeRaw(fd: number, buf: Uint8Array<ArrayBuffer>, len: bigint): number {
-  const n = base().write(fd, buf, len);
+  const n = more().write(fd, buf, len);
   return n < 0 ? -errno() : n;
 }
 
@@ -370,12 +374,12 @@ export function ioctl(
 
 /** ioctl(2) with an integer argument passed by value. */
 export function ioctlValue(fd: number, request: number, arg: number, name: string): number {
-  return check(`ioctl(${name})`, base().ioctl_val(fd, BigInt(request), BigInt(arg)));
+  return check(`ioctl(${name})`, more().ioctl_val(fd, BigInt(request), BigInt(arg)));
 }
 
 /** fcntl(2). */
 export function fcntl(fd: number, cmd: number, arg = 0): number {
-  return check("fcntl", base().fcntl(fd, cmd, BigInt(arg)));
+  return check("fcntl", more().fcntl(fd, cmd, BigInt(arg)));
 }
 
 /** Puts an fd into non-blocking mode (or back). */
@@ -386,7 +390,7 @@ export function setNonBlocking(fd: number, on: boolean): void {
 
 /** True when `fd` is open in this process. */
 export function isOpen(fd: number): boolean {
-  if (base().fcntl(fd, F.GETFD, 0n) >= 0) return true;
+  if (more().fcntl(fd, F.GETFD, 0n) >= 0) return true;
   return false;
 }
 
