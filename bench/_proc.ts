@@ -193,3 +193,34 @@ export function median(xs: readonly number[]): number {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/**
+ * Ends a benchmark: reports a failure unless it is an echo of Ctrl-C, removes everything it
+ * made, prints the report and exits (130 after Ctrl-C).
+ */
+export async function finish(
+  name: string,
+  started: number,
+  report: string,
+  failure: unknown,
+): Promise<never> {
+  let exitCode = 0;
+  if (failure !== undefined) {
+    // After Ctrl-C the children die first: their errors are echoes of the signal, not news.
+    if (!isStopping()) {
+      console.error(
+        `${name}: ${failure instanceof Error ? failure.stack ?? failure.message : failure}`,
+      );
+    }
+    exitCode = 1;
+  }
+  await cleanupAll();
+  if (isStopping()) Deno.exit(130);
+  if (report) console.log(report);
+  console.log(
+    `\n${name} ${exitCode === 0 ? "done" : "FAILED"} in ${
+      ((performance.now() - started) / 1000).toFixed(0)
+    } s; namespace and temporary files removed`,
+  );
+  Deno.exit(exitCode);
+}

@@ -12,7 +12,7 @@
 
 import { BridgeHelperError, runHelper } from "../net/run_helper.ts";
 import { C_HELPER, HELPER_FROM_SOURCE, NetNs, sandbox } from "../tests/_support/ns.ts";
-import { cleanupAll, guard, isStopping, median, onCleanup, runBounded } from "./_proc.ts";
+import { finish, guard, median, onCleanup, runBounded } from "./_proc.ts";
 
 const BUDGET_MS = 170_000;
 const RUN_TIMEOUT_MS = 10_000;
@@ -87,7 +87,7 @@ const pct = (xs: number[], p: number) =>
 await preflight();
 guard(BUDGET_MS);
 const started = performance.now();
-let exitCode = 0;
+let failure: unknown;
 let report = "";
 try {
   const tmp = await Deno.makeTempDir({ prefix: "vmb-bench-helper-" });
@@ -169,19 +169,6 @@ try {
   ];
   report = lines.join("\n");
 } catch (e) {
-  // After Ctrl-C the children die first: their errors are echoes of the signal, not news.
-  if (!isStopping()) {
-    console.error(`bench:helper: ${e instanceof Error ? e.stack ?? e.message : e}`);
-  }
-  exitCode = 1;
-} finally {
-  await cleanupAll();
+  failure = e ?? new Error("unknown failure");
 }
-if (isStopping()) Deno.exit(130);
-if (report) console.log(report);
-console.log(
-  `\nbench:helper ${exitCode === 0 ? "done" : "FAILED"} in ${
-    ((performance.now() - started) / 1000).toFixed(0)
-  } s; namespace and temporary files removed`,
-);
-Deno.exit(exitCode);
+await finish("bench:helper", started, report, failure);

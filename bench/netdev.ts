@@ -30,7 +30,7 @@
 
 import { NetNs } from "../tests/_support/ns.ts";
 import type { WorkerConfig, WorkerResult } from "./_netdev_worker.ts";
-import { Child, cleanupAll, guard, isStopping, onCleanup, runBounded, sleep } from "./_proc.ts";
+import { Child, finish, guard, onCleanup, runBounded, sleep } from "./_proc.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 const BUDGET_MS = 175_000;
@@ -466,7 +466,7 @@ guard(BUDGET_MS);
 const started = performance.now();
 const tmp = await Deno.makeTempDir({ prefix: "vmb-bench-" });
 onCleanup(() => Deno.remove(tmp, { recursive: true }));
-let exitCode = 0;
+let failure: unknown;
 let report = "";
 try {
   const cLoop = `${tmp}/tap_loop`;
@@ -581,19 +581,6 @@ try {
       : []),
   ].join("\n");
 } catch (e) {
-  // After Ctrl-C the children die first: their errors are echoes of the signal, not news.
-  if (!isStopping()) {
-    console.error(`bench:netdev: ${e instanceof Error ? e.stack ?? e.message : e}`);
-  }
-  exitCode = 1;
-} finally {
-  await cleanupAll();
+  failure = e ?? new Error("unknown failure");
 }
-if (isStopping()) Deno.exit(130);
-if (report) console.log(report);
-console.log(
-  `\nbench:netdev ${exitCode === 0 ? "done" : "FAILED"} in ${
-    ((performance.now() - started) / 1000).toFixed(0)
-  } s; namespace and temporary files removed`,
-);
-Deno.exit(exitCode);
+await finish("bench:netdev", started, report, failure);

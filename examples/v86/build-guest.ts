@@ -3,7 +3,7 @@
 // and a cpio initramfs written here in TypeScript. Nothing is committed: everything lands
 // in build/v86-guest/. Run `deno run -A examples/v86/build-guest.ts` to build (or check) it.
 
-import { CpioWriter } from "../../tests/_support/guest.ts";
+import { CpioWriter, exists, sha256Hex } from "../../tests/_support/guest.ts";
 
 /** Bump when /init or the initramfs layout changes in a way the cache key does not see. */
 const FORMAT = "vmb-v86-guest-v1";
@@ -409,21 +409,6 @@ async function must(argv: readonly string[]): Promise<void> {
 
 function basename(p: string): string {
   return p.slice(p.lastIndexOf("/") + 1);
-}
-
-async function sha256Hex(data: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 if (import.meta.main) {
