@@ -3,6 +3,7 @@
 
 import { Fd } from "../sys/fd.ts";
 import { IFF } from "../sys/structs.ts";
+import { ifNameToIndex, OsError } from "../sys/libc.ts";
 import { ifnameError } from "./ifname.ts";
 import { Netdev } from "./netdev.ts";
 import type { NetdevOptions } from "./netdev.ts";
@@ -98,6 +99,7 @@ export type TapNetdevOptions =
  * @throws {OsError} when the fd is not a tun/tap fd (it is then left open, still the caller's),
  * or the tap cannot be attached (EPERM: not yours).
  * @throws {TypeError} when the fd is a tun rather than a tap.
+ * @throws {OsError} (ENODEV) when no interface `ifname` exists: this never creates a tap.
  *
  * @example Attach to a persistent tap
  * ```ts ignore
@@ -121,14 +123,23 @@ export function tapNetdev(options: TapNetdevOptions): Promise<Netdev> {
       return Promise.reject(e);
     }
   }
-  const bad = ifnameError(options.ifname);
+  const ifname = options.ifname;
+  const bad = ifnameError(ifname);
   if (bad !== undefined) return Promise.reject(new RangeError(bad));
-  const tun = openTun();
+  // TUNSETIFF with a free name would create a new, unbridged tap (for a caller with
+  // CAP_NET_ADMIN): this function attaches to an existing one only.
+  if (ifNameToIndex(ifname) === 0) {
+    return Promise.reject(
+      new OsError(`tapNetdev: no interface \`${ifname}' (create it with ip tuntap add)`, 19),
+    );
+  }
+  let tun: Fd | undefined;
   try {
-    attachTap(tun, IFF.TAP | IFF.NO_PI | (options.vnetHdr ? IFF.VNET_HDR : 0), options.ifname);
+    tun = openTun();
+    attachTap(tun, IFF.TAP | IFF.NO_PI | (options.vnetHdr ? IFF.VNET_HDR : 0), ifname);
     return Promise.resolve(new Netdev(tun, options));
   } catch (e) {
-    tun.close();
+    tun?.close();
     return Promise.reject(e);
   }
 }

@@ -580,6 +580,30 @@ rootTest("tapNetdev({ ifname }) on a tap owned by someone else fails with EPERM"
   }
 });
 
+rootTest("tapNetdev({ ifname }) never creates a tap: a missing name is ENODEV", async () => {
+  await using lab = await Lab.create();
+  // As root (CAP_NET_ADMIN), TUNSETIFF with a free name would make a new tap; we must not.
+  const { child, cleanup } = await denoInNs(
+    lab.ns,
+    `import { tapNetdev } from MOD;
+     try {
+       await tapNetdev({ ifname: "tap9" });
+       console.log(JSON.stringify({ ok: true }));
+     } catch (e) {
+       console.log(JSON.stringify({ name: e.name, code: e.code }));
+     }`,
+    {},
+  );
+  try {
+    assert.deepEqual(await firstLine(child), { name: "OsError", code: "ENODEV" });
+    assert.equal((await child.status).code, 0);
+    assert.deepEqual(await lab.ns.taps(), [], "a tap was created");
+  } finally {
+    await child.output().catch(() => {});
+    await cleanup();
+  }
+});
+
 rootTest("The event loop keeps ticking while 100k frames flood into a Netdev", async () => {
   await using lab = await Lab.create();
   await using b = await lab.nic();
