@@ -803,11 +803,22 @@ export function spawn(spec: SpawnSpec): number {
   const lc = proc();
   const rc0 = lc.posix_spawn_file_actions_init(fa);
   if (rc0 !== 0) throw new OsError("posix_spawn_file_actions_init", rc0);
+  // The dup2 actions run in order: a source that is also an earlier target (a socket that
+  // happens to be fd 1 or 2 when this process's stdio was closed) would be overwritten first.
+  // Such sources are duplicated above every target here, and those copies closed afterwards.
+  const highestTarget = Math.max(2, ...spec.fds.keys());
+  const copies: number[] = [];
+  const source = (fd: number): number => {
+    if (fd > highestTarget) return fd;
+    const copy = check("fcntl(F_DUPFD_CLOEXEC)", more().fcntl(fd, 1030, BigInt(highestTarget + 1)));
+    copies.push(copy);
+    return copy;
+  };
   try {
     for (const [child, parent] of spec.fds) {
       // dup2 onto a distinct fd clears close-on-exec; when child === parent glibc does that
       // itself (POSIX 2018), and our fds are all close-on-exec, so only mapped fds survive.
-      const rc = lc.posix_spawn_file_actions_adddup2(fa, parent, child);
+      const rc = lc.posix_spawn_file_actions_adddup2(fa, source(parent), child);
       if (rc !== 0) throw new OsError("posix_spawn_file_actions_adddup2", rc);
     }
     const devnull = cstr("/dev/null");
@@ -841,6 +852,7 @@ export function spawn(spec: SpawnSpec): number {
     return pid[0]!;
   } finally {
     lc.posix_spawn_file_actions_destroy(fa);
+    for (const fd of copies) base().close(fd);
   }
 }
 
