@@ -11,7 +11,7 @@
 // Usage: deno task bench:helper [--runs=N] (default 20 per variant)
 
 import { BridgeHelperError, runHelper } from "../net/run_helper.ts";
-import { C_HELPER, HELPER_FROM_SOURCE, NetNs, sandbox } from "../tests/_support/ns.ts";
+import { C_HELPER, HELPER_FROM_SOURCE, NetNs, sandbox } from "../scripts/_netns.ts";
 import { finish, guard, median, onCleanup, runBounded } from "./_proc.ts";
 
 const BUDGET_MS = 170_000;

@@ -28,7 +28,7 @@
 //                before/after in one run
 //   --cases      a subset of drain,live,tx,memory
 
-import { NetNs } from "../tests/_support/ns.ts";
+import { NetNs } from "../scripts/_netns.ts";
 import type { WorkerConfig, WorkerResult } from "./_netdev_worker.ts";
 import { Child, finish, guard, onCleanup, runBounded, sleep } from "./_proc.ts";
 

@@ -6,7 +6,7 @@
 
 import { bridgeNetdev } from "../mod.ts";
 import { respond } from "../examples/responder.ts";
-import { HELPER_FROM_SOURCE, NetNs, run, sandbox } from "../tests/_support/ns.ts";
+import { HELPER_FROM_SOURCE, NetNs, run, sandbox } from "./_netns.ts";
 
 const say = (s: string) => console.log(s);
 
