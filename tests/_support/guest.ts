@@ -196,7 +196,10 @@ export function guestAppend(p: GuestParams = {}): string {
 
 /** Options for {@linkcode guestCommandLine}. */
 export interface GuestCommandLineOptions extends GuestParams {
-  /** Value for `-netdev`, e.g. `bridge,id=n0,br=br0,helper=/usr/lib/qemu/qemu-bridge-helper`. Must use `id=n0`. */
+  /**
+   * Value for `-netdev`, e.g. `bridge,id=n0,br=br0,helper=/usr/lib/qemu/qemu-bridge-helper`
+   * (must use `id=n0`), or a whole `-nic VALUE` / `-net VALUE` spelling.
+   */
   netdev: string;
   /** Kernel + initrd from {@linkcode buildGuest}. */
   guest: GuestImage;
@@ -232,13 +235,36 @@ export function guestCommandLine(o: GuestCommandLineOptions): string[] {
     o.guest.initrd,
     "-append",
     guestAppend(o),
-    "-netdev",
-    o.netdev,
-    // romfile= : skip the iPXE option ROM (faster, and no ipxe-qemu needed).
-    "-device",
-    `virtio-net-pci,netdev=n0,mac=${mac},romfile=`,
+    ...nicArgs(o.netdev, mac),
     ...(o.extraArgs ?? []),
   ];
+}
+
+/**
+ * The NIC options for `netdev`: a `-netdev` value (with a virtio-net-pci device on it), or the
+ * whole `-nic VALUE` / `-net VALUE` spelling, for which the NIC model and MAC are added.
+ * `romfile=` (or the global property) skips the iPXE option ROM: faster, and no ipxe-qemu needed.
+ */
+function nicArgs(netdev: string, mac: string): string[] {
+  if (netdev.startsWith("-nic ")) {
+    return [
+      "-nic",
+      `${netdev.slice(5)},model=virtio-net-pci,mac=${mac}`,
+      "-global",
+      "virtio-net-pci.romfile=",
+    ];
+  }
+  if (netdev.startsWith("-net ")) {
+    return [
+      "-net",
+      `nic,model=virtio-net-pci,macaddr=${mac}`,
+      "-net",
+      netdev.slice(5),
+      "-global",
+      "virtio-net-pci.romfile=",
+    ];
+  }
+  return ["-netdev", netdev, "-device", `virtio-net-pci,netdev=n0,mac=${mac},romfile=`];
 }
 
 // ---------------------------------------------------------------------------

@@ -48,3 +48,11 @@ rootTest(
     await boot(`tap,id=n0,helper=${HELPER_FROM_SOURCE}`);
   },
 );
+
+rootTest("QEMU -nic bridge,helper=<ours>: host and guest ping each other", async () => {
+  await boot(`-nic bridge,br=br0,helper=${HELPER_FROM_SOURCE}`);
+});
+
+rootTest("QEMU -net bridge,helper=<ours> (hub 0): host and guest ping each other", async () => {
+  await boot(`-net bridge,br=br0,helper=${HELPER_FROM_SOURCE}`);
+});
