@@ -3,7 +3,7 @@
 
 import { escapeForMessage } from "../net/ifname.ts";
 import { Fd } from "../sys/fd.ts";
-import { E, type FileStat, fstat, O, open, OsError, read, S } from "../sys/libc.ts";
+import { E, type FileStat, fstat, O, open, OsError, readAll, S } from "../sys/libc.ts";
 import type { AclRule } from "./parse.ts";
 import { parseAcl } from "./parse.ts";
 
@@ -164,30 +164,16 @@ function fileKind(kind: number): string {
 }
 
 function readText(fd: Fd, file: string): string {
-  const parts: Uint8Array[] = [];
-  let total = 0;
-  const buf = new Uint8Array(new ArrayBuffer(65536));
-  for (;;) {
-    let n: number;
-    try {
-      n = read(fd.value, buf, `read(${file})`);
-    } catch (e) {
-      throw new AclError(file, `cannot read \`${shown(file)}': ${why(e)}`, { cause: e });
-    }
-    // -1 is EAGAIN, which a regular file never gives; stopping early would drop rules, so fail.
-    if (n < 0) throw new AclError(file, `cannot read \`${shown(file)}': it would block`);
-    if (n === 0) break;
-    total += n;
-    if (total > MAX_FILE_BYTES) {
+  let all: Uint8Array;
+  try {
+    all = readAll(fd.value, MAX_FILE_BYTES, file);
+  } catch (e) {
+    if (e instanceof RangeError) {
       throw new AclError(file, `\`${shown(file)}' is larger than ${MAX_FILE_BYTES} bytes`);
     }
-    parts.push(buf.slice(0, n));
-  }
-  const all = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    all.set(p, off);
-    off += p.length;
+    // EAGAIN: a regular file never gives it; stopping early would drop rules, so fail.
+    const reason = e instanceof OsError && e.errno === E.EAGAIN ? "it would block" : why(e);
+    throw new AclError(file, `cannot read \`${shown(file)}': ${reason}`, { cause: e });
   }
   try {
     // Fail closed on bytes that are not UTF-8: a name we cannot represent exactly must not

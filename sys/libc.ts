@@ -292,7 +292,14 @@ export const SOCK = {
 export const POLL = { IN: 0x1, OUT: 0x4, ERR: 0x8, HUP: 0x10, NVAL: 0x20 } as const;
 
 /** fcntl(2) commands and flags. */
-export const F = { GETFD: 1, SETFD: 2, GETFL: 3, SETFL: 4, FD_CLOEXEC: 1 } as const;
+export const F = {
+  GETFD: 1,
+  SETFD: 2,
+  GETFL: 3,
+  SETFL: 4,
+  DUPFD_CLOEXEC: 1030,
+  FD_CLOEXEC: 1,
+} as const;
 
 // ---------------------------------------------------------------------------------------------
 // File descriptors
@@ -753,27 +760,40 @@ export function ifNameToIndex(name: string): number {
   return base().if_nametoindex(cstr(name));
 }
 
+/**
+ * Reads an open fd to its end, through libc. Fails rather than returning a short read: past
+ * `limit` bytes (RangeError), on any read error, and on EAGAIN (a regular or /proc file never
+ * gives it; stopping there would silently drop the rest).
+ *
+ * @throws {RangeError} past `limit` bytes.
+ * @throws {OsError} from read(2), EAGAIN included; the syscall is named `read(PATH)`.
+ */
+export function readAll(fd: number, limit: number, path: string): Uint8Array<ArrayBuffer> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const buf = new Uint8Array(new ArrayBuffer(65536));
+  for (;;) {
+    const n = read(fd, buf, `read(${path})`);
+    if (n < 0) throw new OsError(`read(${path})`, E.EAGAIN);
+    if (n === 0) break;
+    total += n;
+    if (total > limit) throw new RangeError(`File is larger than ${limit} bytes: ${path}`);
+    chunks.push(buf.slice(0, n));
+  }
+  const all = new Uint8Array(new ArrayBuffer(total));
+  let off = 0;
+  for (const ch of chunks) {
+    all.set(ch, off);
+    off += ch.length;
+  }
+  return all;
+}
+
 /** Reads a whole small file through libc (for /proc, which Deno's APIs gate behind --allow-all). */
 export function readSmallFile(path: string, limit = 1 << 20): string {
   const fd = open(path, O.RDONLY | O.NOCTTY);
   try {
-    const chunks: Uint8Array[] = [];
-    let total = 0;
-    const buf = new Uint8Array(new ArrayBuffer(65536));
-    for (;;) {
-      const n = read(fd, buf, `read(${path})`);
-      if (n <= 0) break;
-      total += n;
-      if (total > limit) throw new RangeError(`File is larger than ${limit} bytes: ${path}`);
-      chunks.push(buf.slice(0, n));
-    }
-    const all = new Uint8Array(total);
-    let off = 0;
-    for (const ch of chunks) {
-      all.set(ch, off);
-      off += ch.length;
-    }
-    return new TextDecoder().decode(all);
+    return new TextDecoder().decode(readAll(fd, limit, path));
   } finally {
     close(fd);
   }
@@ -810,7 +830,7 @@ export function spawn(spec: SpawnSpec): number {
   const copies: number[] = [];
   const source = (fd: number): number => {
     if (fd > highestTarget) return fd;
-    const copy = check("fcntl(F_DUPFD_CLOEXEC)", more().fcntl(fd, 1030, BigInt(highestTarget + 1)));
+    const copy = fcntl(fd, F.DUPFD_CLOEXEC, highestTarget + 1);
     copies.push(copy);
     return copy;
   };
@@ -828,8 +848,7 @@ export function spawn(spec: SpawnSpec): number {
     }
     // Belt and braces against fds some library opened without O_CLOEXEC: close everything
     // above the highest mapped fd, as QEMU closes every fd but the socket.
-    const highest = Math.max(2, ...spec.fds.keys());
-    const rc1 = lc.posix_spawn_file_actions_addclosefrom_np(fa, highest + 1);
+    const rc1 = lc.posix_spawn_file_actions_addclosefrom_np(fa, highestTarget + 1);
     if (rc1 !== 0) throw new OsError("posix_spawn_file_actions_addclosefrom_np", rc1);
 
     const strings = spec.argv.map(cstr);
