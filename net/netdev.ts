@@ -145,7 +145,6 @@ export class Netdev implements AsyncDisposable {
   #txWaiters: (() => void)[] = [];
   #listening = false;
   #pending = new Set<Promise<unknown>>();
-  #zeroHdr: Uint8Array<ArrayBuffer>;
 
   /**
    * Adopts an open tap fd (it becomes non-blocking and is closed by close()).
@@ -160,7 +159,6 @@ export class Netdev implements AsyncDisposable {
     this.vnetHdr = info.vnetHdr;
     this.vnetHdrLen = info.vnetHdr ? vnetHdrSize(fd.value) : 0;
     this.vnetMode = options.vnetMode ?? "strip";
-    this.#zeroHdr = new Uint8Array(new ArrayBuffer(this.vnetHdrLen));
     this.mtu = ownMtu(fd.value, info.name);
     this.#burst = options.burst ?? 512;
     this.#rxQueueMax = options.rxQueue ?? 1024;
@@ -375,16 +373,7 @@ export class Netdev implements AsyncDisposable {
   send(frame: Uint8Array): boolean {
     if (this.#closed) throw new Error("Netdev is closed");
     const out = this.#frameOut(frame);
-    if (this.#txQueue.length === 0) {
-      const n = writeRaw(this.#fd.value, out, bigLength(out.byteLength));
-      if (n >= 0) {
-        this.counters.tx.frames++;
-        // Without the header, in either mode (DirectionCounters.bytes).
-        this.counters.tx.bytes += Math.max(out.byteLength - this.vnetHdrLen, 0);
-        return true;
-      }
-      if (n !== -E.EAGAIN && n !== -E.ENOBUFS) throw new OsError("write(tap)", -n);
-    }
+    if (this.#txQueue.length === 0 && this.#writeOut(this.#fd.value, out)) return true;
     if (this.#txQueue.length >= this.#txQueueMax) {
       this.counters.tx.drops++;
       return false;
@@ -402,6 +391,22 @@ export class Netdev implements AsyncDisposable {
     this.send(frame);
   }
 
+  /**
+   * One write(2) of a frame as it goes on the wire, counted when it went out. Returns false
+   * when the kernel is full (EAGAIN, ENOBUFS); throws on any other error.
+   */
+  #writeOut(fd: number, out: Uint8Array<ArrayBuffer>): boolean {
+    const n = writeRaw(fd, out, bigLength(out.byteLength));
+    if (n < 0) {
+      if (n === -E.EAGAIN || n === -E.ENOBUFS) return false;
+      throw new OsError("write(tap)", -n);
+    }
+    this.counters.tx.frames++;
+    // Without the header, in either mode (DirectionCounters.bytes).
+    this.counters.tx.bytes += Math.max(out.byteLength - this.vnetHdrLen, 0);
+    return true;
+  }
+
   #frameOut(frame: Uint8Array): Uint8Array<ArrayBuffer> {
     if (this.vnetHdr && this.vnetMode === "strip") {
       const out = new Uint8Array(new ArrayBuffer(this.vnetHdrLen + frame.length));
@@ -415,16 +420,8 @@ export class Netdev implements AsyncDisposable {
     try {
       while (this.#txQueue.length > 0 && !this.#closed) {
         const fd = this.#fd.value;
-        while (this.#txQueue.length > 0) {
-          const out = this.#txQueue[0]!;
-          const n = writeRaw(fd, out, bigLength(out.byteLength));
-          if (n < 0) {
-            if (n === -E.EAGAIN || n === -E.ENOBUFS) break;
-            throw new OsError("write(tap)", -n);
-          }
+        while (this.#txQueue.length > 0 && this.#writeOut(fd, this.#txQueue[0]!)) {
           this.#txQueue.shift();
-          this.counters.tx.frames++;
-          this.counters.tx.bytes += Math.max(out.byteLength - this.vnetHdrLen, 0);
         }
         for (const w of this.#txWaiters.splice(0)) w();
         if (this.#txQueue.length > 0) await this.#wait(POLL.OUT);
