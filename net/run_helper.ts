@@ -55,6 +55,21 @@ export interface RunHelperOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * A pidfd for a child we just started. If there is none to be had, the child is killed and
+ * reaped before the error is rethrown: without a pidfd it cannot be waited for asynchronously,
+ * and it must never be left behind.
+ */
+export async function childPidfd(pid: number): Promise<Fd> {
+  try {
+    return new Fd(pidfdOpen(pid));
+  } catch (e) {
+    kill(pid, 9);
+    while (tryWait(pid) === undefined) await new Promise((r) => setTimeout(r, 10));
+    throw e;
+  }
+}
+
 function describe(status: ExitStatus): string {
   return status.exited ? `exit status ${status.code}` : `signal ${status.signal}`;
 }
@@ -113,16 +128,7 @@ export async function runHelper(options: RunHelperOptions): Promise<Fd> {
   }
   theirs.close();
   errWrite.close();
-  let pidfdNumber: number;
-  try {
-    pidfdNumber = pidfdOpen(pid);
-  } catch (e) {
-    // Without a pidfd we cannot wait asynchronously; still never leave the child behind.
-    kill(pid, 9);
-    while (tryWait(pid) === undefined) await new Promise((r) => setTimeout(r, 10));
-    throw e;
-  }
-  using pidfd = new Fd(pidfdNumber);
+  using pidfd = await childPidfd(pid);
   /** Kills the helper and reaps it; afterwards its pid is free and must not be used again. */
   const killAndReap = async (): Promise<ExitStatus> => {
     kill(pid, 9);

@@ -2,11 +2,11 @@
 // does, but keeps everything observable: exit status, stdout and stderr apart, the fd it sent.
 // Unlike net/run_helper.ts it never judges the outcome, so a test can assert failures exactly.
 
+import { childPidfd } from "../../net/run_helper.ts";
 import { Fd } from "../../sys/fd.ts";
 import {
   type ExitStatus,
   kill,
-  pidfdOpen,
   POLL,
   pollAsync,
   read,
@@ -73,15 +73,7 @@ export async function runRaw(argv: readonly string[], options: RawOptions = {}):
   theirs?.close();
   outWrite.close();
   errWrite.close();
-  let pidfdNumber: number;
-  try {
-    pidfdNumber = pidfdOpen(pid);
-  } catch (e) {
-    kill(pid, 9);
-    while (tryWait(pid) === undefined) await new Promise((r) => setTimeout(r, 10));
-    throw e;
-  }
-  using pidfd = new Fd(pidfdNumber);
+  using pidfd = await childPidfd(pid);
   const sock = mine?.open ? mine : undefined;
   for (const fd of [outRead, errRead, ...(sock ? [sock] : [])]) setNonBlocking(fd.value, true);
 
