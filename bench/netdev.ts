@@ -329,9 +329,41 @@ interface Table {
   missed: number;
 }
 
-function table(results: Map<Case, Run[]>, withBase: boolean): Table {
-  const out: string[] = [];
+/** The target for a frame size: >= 80% of C at 64 bytes, >= 90% at 1500. */
+const targetFor = (size: number) => (size <= 64 ? 0.8 : 0.9);
+
+/**
+ * Renders one row per case: the case, its cells, the target and the verdict of `ratio` (ours
+ * relative to C) against it; counts the rows that met or missed it.
+ */
+function renderTable(
+  results: Map<Case, Run[]>,
+  cols: [string, number][],
+  row: (c: Case, runs: Run[]) => { cells: string[]; ratio: number },
+): Table {
+  const all: [string, number][] = [...cols, ["target", 7]];
+  const head = [pad("case", 9), lpad("size", 6), ...all.map(([h, w]) => lpad(h, w)), " verdict"]
+    .join(" ");
+  const out = [head, "-".repeat(head.length)];
   let met = 0, missed = 0;
+  for (const [c, runs] of results) {
+    const { cells, ratio } = row(c, runs);
+    const target = targetFor(c.size);
+    const verdict = Number.isNaN(ratio) ? "-" : ratio >= target ? "met" : "MISSED";
+    if (verdict === "met") met++;
+    if (verdict === "MISSED") missed++;
+    out.push(
+      [
+        pad(c.label, 9),
+        lpad(`${c.size} B`, 6),
+        ...[...cells, `>=${pct(target)}`].map((x, i) => lpad(x, all[i]![1])),
+      ].join(" ") + `  ${verdict}`,
+    );
+  }
+  return { text: out.join("\n"), met, missed };
+}
+
+function table(results: Map<Case, Run[]>, withBase: boolean): Table {
   const cols: [string, number][] = [
     ["C fps", 9],
     ["Gbit/s", 7],
@@ -342,15 +374,10 @@ function table(results: Map<Case, Run[]>, withBase: boolean): Table {
     ["ours/C", 7],
     ["naive/C", 8],
     ...(withBase ? [["base fps", 9], ["base/C", 7]] as [string, number][] : []),
-    ["target", 7],
   ];
-  const head = [pad("case", 9), lpad("size", 6), ...cols.map(([h, w]) => lpad(h, w)), " verdict"]
-    .join(" ");
-  out.push(head, "-".repeat(head.length));
-  for (const [c, runs] of results) {
+  return renderTable(results, cols, (_c, runs) => {
     const cb = best(runs, "C"), ob = best(runs, "ours"), nb = best(runs, "naive");
     const bb = best(runs, "base");
-    const target = c.size <= 64 ? 0.8 : 0.9;
     const ratio = cb && ob ? ob.fps / cb.fps : NaN;
     const cells = [
       cb ? k(cb.fps) : "-",
@@ -362,17 +389,9 @@ function table(results: Map<Case, Run[]>, withBase: boolean): Table {
       pct(ratio),
       cb && nb ? pct(nb.fps / cb.fps) : "-",
       ...(withBase ? [bb ? k(bb.fps) : "-", cb && bb ? pct(bb.fps / cb.fps) : "-"] : []),
-      `>=${pct(target)}`,
     ];
-    const verdict = Number.isNaN(ratio) ? "-" : ratio >= target ? "met" : "MISSED";
-    if (verdict === "met") met++;
-    if (verdict === "MISSED") missed++;
-    out.push(
-      [pad(c.label, 9), lpad(`${c.size} B`, 6), ...cells.map((x, i) => lpad(x, cols[i]![1]))]
-        .join(" ") + `  ${verdict}`,
-    );
-  }
-  return { text: out.join("\n"), met, missed };
+    return { cells, ratio };
+  });
 }
 
 /** CPU time per frame, the measure that other load on the machine disturbs least. */
@@ -392,16 +411,10 @@ function cpuTable(results: Map<Case, Run[]>, withBase: boolean): Table {
     ["ours/C", 7],
     ["naive/C", 8],
     ...(withBase ? [["base µs", 8], ["base/C", 7]] as [string, number][] : []),
-    ["target", 7],
   ];
-  const head = [pad("case", 9), lpad("size", 6), ...cols.map(([h, w]) => lpad(h, w)), " verdict"]
-    .join(" ");
-  const out = [head, "-".repeat(head.length)];
-  let met = 0, missed = 0;
-  for (const [c, runs] of results) {
+  return renderTable(results, cols, (_c, runs) => {
     const cpu = per(leanest(runs, "C")), ours = per(leanest(runs, "ours"));
     const naive = per(leanest(runs, "naive")), base = per(leanest(runs, "base"));
-    const target = c.size <= 64 ? 0.8 : 0.9;
     // Frames per CPU-second relative to C: C's cost per frame over ours.
     const ratio = cpu / ours;
     const cells = [
@@ -411,17 +424,9 @@ function cpuTable(results: Map<Case, Run[]>, withBase: boolean): Table {
       pct(ratio),
       pct(cpu / naive),
       ...(withBase ? [us(base), pct(cpu / base)] : []),
-      `>=${pct(target)}`,
     ];
-    const verdict = Number.isNaN(ratio) ? "-" : ratio >= target ? "met" : "MISSED";
-    if (verdict === "met") met++;
-    if (verdict === "MISSED") missed++;
-    out.push(
-      [pad(c.label, 9), lpad(`${c.size} B`, 6), ...cells.map((x, i) => lpad(x, cols[i]![1]))]
-        .join(" ") + `  ${verdict}`,
-    );
-  }
-  return { text: out.join("\n"), met, missed };
+    return { cells, ratio };
+  });
 }
 
 function details(results: Map<Case, Run[]>): string {
