@@ -5,7 +5,13 @@
 import { parseArgs } from "node:util";
 import { type CheckResult, collectChecks, formatCheck } from "../cli/check.ts";
 import { getgroups, readSmallFile } from "../sys/libc.ts";
-import { CAPS, getcapShowsNetAdminOnly, mountOptionsFor, pathsFor } from "./_install_plan.ts";
+import {
+  CAPS,
+  getcapShowsNetAdminOnly,
+  mountOptionsFor,
+  parseGroupFile,
+  pathsFor,
+} from "./_install_plan.ts";
 
 const REINSTALL = "sudo deno task install-suid";
 
@@ -130,9 +136,8 @@ async function getcap(path: string): Promise<{ code: number; output: string }> {
 
 function groupName(gid: number): string {
   try {
-    for (const line of readSmallFile("/etc/group").split("\n")) {
-      const [name, , id] = line.split(":");
-      if (id === String(gid) && name) return name;
+    for (const [name, id] of parseGroupFile(readSmallFile("/etc/group"))) {
+      if (id === gid) return name;
     }
   } catch { /* fall through */ }
   return String(gid);
