@@ -581,14 +581,18 @@ export function inNetNamespace<T>(nsfd: number, fn: () => T): T {
   const home = open("/proc/thread-self/ns/net", O.RDONLY);
   try {
     check("setns", proc().setns(nsfd, CLONE_NEWNET));
+    let outcome: { value: T } | { error: unknown };
     try {
-      return fn();
-    } finally {
-      if (proc().setns(home, CLONE_NEWNET) < 0) {
-        // Nothing sane can continue on this thread: its sockets would be made elsewhere.
-        throw new Error(`setns back to the original network namespace failed: errno ${errno()}`);
-      }
+      outcome = { value: fn() };
+    } catch (error) {
+      outcome = { error };
     }
+    if (proc().setns(home, CLONE_NEWNET) < 0) {
+      // Nothing sane can continue on this thread: its sockets would be made elsewhere.
+      throw new Error(`setns back to the original network namespace failed: errno ${errno()}`);
+    }
+    if ("error" in outcome) throw outcome.error;
+    return outcome.value;
   } finally {
     close(home);
   }

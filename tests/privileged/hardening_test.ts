@@ -4,7 +4,7 @@
 // namespace with a private /etc/qemu, the way QEMU runs it. Needs root.
 
 import assert from "node:assert/strict";
-import { HELPER_FROM_SOURCE, NetNs, rootTest, sandbox } from "../_support/ns.ts";
+import { HELPER_FROM_SOURCE, NetNs, ROOT, rootTest, run, sandbox } from "../_support/ns.ts";
 import type { SandboxOptions } from "../_support/ns.ts";
 import { closeAll, describeStatus, type RawRun, runRaw, type SocketMode } from "./_spawn.ts";
 
@@ -180,5 +180,31 @@ rootTest(
     // 5 s of waiting plus start-up; far below the 60 s after which the harness kills it.
     assert.ok(run.ms >= 5000 && run.ms < 30_000, `took ${run.ms.toFixed(0)} ms`);
     await assertNoTaps(ns, "after the bounded wait");
+  },
+);
+
+rootTest(
+  "deno task doctor --br=prod0 names the bridge's own name instead of 'does not exist'",
+  async () => {
+    await using ns = await altnameNs();
+    const sb = await sandbox(ns, { etcQemu: { "bridge.conf": "allow all\n" } });
+    try {
+      const doctor = [
+        Deno.execPath(),
+        "run",
+        "--allow-all",
+        "--no-prompt",
+        `${ROOT}/scripts/doctor.ts`,
+      ];
+      const out = await run([...sb.argv, ...doctor, "--br=prod0"]);
+      assert.equal(out.code, 1, out.stdout + out.stderr);
+      assert.match(
+        out.stdout,
+        /^FAIL `prod0' is an alternative name of `br-prod': the helper refuses it; fix: use --br=br-prod \(QEMU: br=br-prod\)$/m,
+      );
+      assert.doesNotMatch(out.stdout, /prod0' does not exist/);
+    } finally {
+      await sb.cleanup();
+    }
   },
 );
