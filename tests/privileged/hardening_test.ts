@@ -208,3 +208,45 @@ rootTest(
     }
   },
 );
+
+rootTest(
+  "helper refuses, and leaves no tap, when the bridge is renamed and replaced before SIOCBRADDIF",
+  async () => {
+    await using ns = await NetNs.create();
+    await ns.bridge("br0");
+    const sb = await sandbox(ns, { etcQemu: { "bridge.conf": "allow br0\n" } });
+    try {
+      // strace delays every ioctl by 0.4 s: after TUNSETIFF makes tap0 there are five more
+      // (MTU, MAC) before SIOCBRADDIF, time for an administrator's rename to land in between.
+      const slow = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=ioctl"];
+      const running = runRaw([
+        ...slow,
+        "-e",
+        "inject=ioctl:delay_enter=400000",
+        "--",
+        ...sb.argv,
+        HELPER_FROM_SOURCE,
+        "--br=br0",
+        "--fd=3",
+      ], { timeoutMs: TIMEOUT_MS });
+      let settled = false;
+      void running.finally(() => settled = true);
+      while (!settled && (await ns.taps()).length === 0) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(!settled, "the helper ended before it made its tap");
+      await ns.ip("link", "set", "br0", "down");
+      await ns.ip("link", "set", "br0", "name", "br-old");
+      await ns.bridge("br0", { mac: "02:00:00:00:00:02" });
+      const run = await running;
+      assertRefused(
+        run,
+        "bridge `br0' changed while `tap0' was added to it: refusing\n",
+        "renamed bridge",
+      );
+      await assertNoTaps(ns, "after the refusal");
+    } finally {
+      await sb.cleanup();
+    }
+  },
+);
