@@ -4,7 +4,17 @@
 // namespace with a private /etc/qemu, the way QEMU runs it. Needs root.
 
 import assert from "node:assert/strict";
-import { HELPER_FROM_SOURCE, NetNs, ROOT, rootTest, run, sandbox } from "../_support/ns.ts";
+import { bridgeNetdev } from "../../net/open.ts";
+import { BridgeHelperError } from "../../net/run_helper.ts";
+import {
+  C_HELPER,
+  HELPER_FROM_SOURCE,
+  NetNs,
+  ROOT,
+  rootTest,
+  run,
+  sandbox,
+} from "../_support/ns.ts";
 import type { SandboxOptions } from "../_support/ns.ts";
 import { closeAll, describeStatus, type RawRun, runRaw, type SocketMode } from "./_spawn.ts";
 
@@ -247,6 +257,66 @@ rootTest(
       await assertNoTaps(ns, "after the refusal");
     } finally {
       await sb.cleanup();
+    }
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// The library: the tap it returns is a port of the bridge asked for, by that bridge's own name
+
+rootTest(
+  "bridgeNetdev() rejects the tap QEMU's C helper gives for an alternative name, and closes it",
+  async () => {
+    await using ns = await altnameNs();
+    const sb = await sandbox(ns, { etcQemu: { "bridge.conf": "allow all\ndeny br-prod\n" } });
+    try {
+      let caught: unknown;
+      try {
+        const nic = await bridgeNetdev({
+          br: "prod0",
+          helper: [...sb.argv, C_HELPER],
+          signal: AbortSignal.timeout(TIMEOUT_MS),
+        });
+        await nic.close();
+      } catch (e) {
+        caught = e;
+      }
+      assert.ok(caught instanceof BridgeHelperError, `expected a BridgeHelperError: ${caught}`);
+      assert.equal(
+        caught.message,
+        "Bridge helper sent a tap that is not a port of bridge `prod0': `tap0' is a port of " +
+          "`br-prod', not of `prod0'",
+      );
+      await assertNoTaps(ns, "after the library refused the tap");
+    } finally {
+      await sb.cleanup();
+    }
+  },
+);
+
+rootTest(
+  "bridgeNetdev() refuses an alternative name in its own namespace before running any helper",
+  async () => {
+    await using ns = await altnameNs();
+    const dir = await Deno.makeTempDir({ prefix: "vmb-altname-" });
+    try {
+      const code = `
+        import { bridgeNetdev } from ${JSON.stringify(`${ROOT}/net/open.ts`)};
+        try {
+          await bridgeNetdev({ br: "prod0", helper: ["touch", ${JSON.stringify(`${dir}/ran`)}] });
+          console.log("resolved");
+        } catch (e) {
+          console.log(e.name + ": " + e.message);
+        }`;
+      const out = await run(ns.exec([Deno.execPath(), "eval", "--no-config", code]));
+      assert.equal(out.code, 0, out.stderr);
+      assert.equal(
+        out.stdout,
+        "RangeError: bridge `prod0' is an alternative name of `br-prod': use its name\n",
+      );
+      await assert.rejects(Deno.stat(`${dir}/ran`), Deno.errors.NotFound);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
   },
 );
