@@ -32,16 +32,18 @@ async function rejection(p: Promise<unknown>): Promise<unknown> {
 
 /**
  * Runs `fn`, which must reject, and checks that it left no new fd in this process and no child
- * process (running or zombie). Returns the error and how long the call took.
+ * process (running or zombie). Returns the error, how long the call took and when it started.
  */
-async function failsCleanly(fn: () => Promise<unknown>): Promise<{ error: unknown; ms: number }> {
+async function failsCleanly(
+  fn: () => Promise<unknown>,
+): Promise<{ error: unknown; ms: number; start: number }> {
   const before = await openFds();
   const t0 = performance.now();
   const error = await rejection(fn());
   const ms = performance.now() - t0;
   assert.deepEqual(newFds(before, await openFds()), [], "fds leaked by the failed helper run");
   assert.deepEqual(await children(), [], "a helper process was left behind");
-  return { error, ms };
+  return { error, ms, start: t0 };
 }
 
 /** Asserts a BridgeHelperError whose message has `summary` and the helper's stderr `said`. */
@@ -158,10 +160,14 @@ Deno.test("bridgeNetdev() rejects a helper that sends data with no fd", async ()
 Deno.test("bridgeNetdev() kills and reaps a hanging helper when the signal aborts", async () => {
   const pidFile = await Deno.makeTempFile({ prefix: "vmb-hang-" });
   try {
+    // Timed from the signal's creation: failsCleanly's own clock starts later (it lists fds
+    // first), which made "rejected after 285 ms" a spurious failure under load.
+    const t0 = performance.now();
     const signal = AbortSignal.timeout(300);
-    const { error, ms } = await failsCleanly(() =>
+    const { error, ms: took, start } = await failsCleanly(() =>
       bridgeNetdev({ helper: hangingHelper(pidFile), signal })
     );
+    const ms = start - t0 + took;
     // The signal's own reason, not a wrapper and not a waitpid error.
     assert.equal(error, signal.reason);
     assert.ok(error instanceof DOMException && error.name === "TimeoutError", String(error));
