@@ -7,6 +7,7 @@ import { aclAllows } from "../acl/decide.ts";
 import type { AclRule } from "../acl/parse.ts";
 import { CAP_NET_ADMIN } from "../caps/privileges.ts";
 import { escapeForMessage, ifnameError } from "../net/ifname.ts";
+import { checkName, Links } from "../net/link.ts";
 import { capget, close, E, getresuid, listDir, O, open, OsError } from "../sys/libc.ts";
 
 /** The outcome of one check. */
@@ -230,6 +231,38 @@ export function bridgeResult(name: string, state: InterfaceState): CheckResult {
   }
 }
 
+/**
+ * The result line for `name`, an alternative name of the bridge `canonical`, given as `--br`
+ * (`where` = "argument") or written in the ACL ("acl"). The helper refuses alternative names
+ * before the ACL (the kernel would resolve them, and a `deny` of the bridge's own name would not
+ * match), so the fix is to use the bridge's own name.
+ */
+export function altnameResult(
+  name: string,
+  canonical: string,
+  where: "argument" | "acl",
+): CheckResult {
+  return {
+    ok: false,
+    what: `\`${name}' is an alternative name of \`${canonical}': the helper refuses it`,
+    fix: where === "argument"
+      ? `use --br=${canonical} (QEMU: br=${canonical})`
+      : `use \`${canonical}' in ${ACL_FILE}`,
+  };
+}
+
+/** The bridge's own name when `name` is an alternative name of it, else undefined. */
+export function altnameOf(name: string): string | undefined {
+  if (ifnameError(name) !== undefined) return undefined;
+  try {
+    using links = new Links();
+    const found = checkName(links, name);
+    return found.kind === "altname" ? found.canonical : undefined;
+  } catch {
+    return undefined; // the existence check below reports what is wrong with it
+  }
+}
+
 /** The result line when the ACL allows every bridge: which of them exist. */
 export function existingBridgesResult(existing: readonly string[]): CheckResult {
   if (existing.length === 0) {
@@ -298,6 +331,9 @@ export function collectChecks(bridge: string, options: CheckOptions): CheckResul
   const uid = getresuid().real;
   if (options.privilege) results.push(privilegeResult(capget().effective, getresuid().effective));
   results.push(tunCheck());
+  // As in the helper, an alternative name is refused before the ACL is read.
+  const argAltname = bridge === "" ? undefined : altnameOf(bridge);
+  if (argAltname !== undefined) results.push(altnameResult(bridge, argAltname, "argument"));
 
   const skipped: string[] = [];
   let rules: AclRule[];
@@ -313,14 +349,21 @@ export function collectChecks(bridge: string, options: CheckOptions): CheckResul
   if (!decision.ok) return results;
 
   if (bridge !== "") {
-    results.push(bridgeResult(bridge, interfaceState(bridge)));
+    if (argAltname === undefined) results.push(bridgeResult(bridge, interfaceState(bridge)));
     return results;
   }
   const set = allowedBridges(rules);
   if (set.all) {
     results.push(existingBridgesResult(listBridges().filter((n) => !set.names.includes(n))));
   } else {
-    for (const name of set.names) results.push(bridgeResult(name, interfaceState(name)));
+    for (const name of set.names) {
+      const canonical = altnameOf(name);
+      results.push(
+        canonical === undefined
+          ? bridgeResult(name, interfaceState(name))
+          : altnameResult(name, canonical, "acl"),
+      );
+    }
   }
   return results;
 }

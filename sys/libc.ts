@@ -38,6 +38,8 @@ const GROUPS = {
     statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
     // unsigned if_nametoindex(const char *name);
     if_nametoindex: { parameters: ["buffer"], result: "u32" },
+    // int poll(struct pollfd *fds, nfds_t n, int timeout);  (the bounded wait for sendmsg)
+    poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
     // int prctl(int option, unsigned long a2, a3, a4, a5);  (variadic)
     prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
     // int getresuid(uid_t *r, uid_t *e, uid_t *s); int getresgid(...);
@@ -81,9 +83,7 @@ const GROUPS = {
     socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
     // ssize_t recvmsg(int fd, struct msghdr *msg, int flags);
     recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
-    // int poll(struct pollfd *fds, nfds_t n, int timeout);
-    poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
-    // The same poll, run on a worker thread so the event loop keeps going while it waits. Only
+    // The same poll as in `base`, run on a worker thread so the event loop keeps going while it waits. Only
     // for waiting on frame and child readiness; never for privileged calls (capabilities and
     // errno are per thread).
     poll_async: {
@@ -111,6 +111,8 @@ const GROUPS = {
       parameters: ["buffer", "buffer", "buffer", "pointer", "buffer", "pointer"],
       result: "i32",
     },
+    // int setns(int fd, int nstype);  (the library's look into a helper's network namespace)
+    setns: { parameters: ["i32", "i32"], result: "i32" },
     // pid_t waitpid(pid_t pid, int *status, int options);
     waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
     // int kill(pid_t pid, int sig);
@@ -197,6 +199,7 @@ const ERRNO_NAMES: ReadonlyMap<number, string> = new Map([
   [97, "EAFNOSUPPORT"],
   [105, "ENOBUFS"],
   [107, "ENOTCONN"],
+  [110, "ETIMEDOUT"],
 ]);
 
 /** A failed system call: names the call and carries errno and glibc's text for it. */
@@ -238,6 +241,8 @@ export const E = {
   ENOTSOCK: 88,
   EOPNOTSUPP: 95,
   ENOBUFS: 105,
+  ENOTCONN: 107,
+  ETIMEDOUT: 110,
 } as const;
 
 /** Throws OsError when `result` is negative, reading errno at once. Returns `result`. */
@@ -273,14 +278,17 @@ export const O = {
 export const SOCK = {
   AF_UNIX: 1,
   AF_INET: 2,
+  AF_NETLINK: 16,
   STREAM: 1,
   DGRAM: 2,
+  RAW: 3,
   SEQPACKET: 5,
   NONBLOCK: 0o4000,
   CLOEXEC: 0o2000000,
   SOL_SOCKET: 1,
   SO_TYPE: 3,
   SO_DOMAIN: 39,
+  SO_PEERCRED: 17,
   SCM_RIGHTS: 1,
   MSG_CTRUNC: 0x8,
   MSG_DONTWAIT: 0x40,
@@ -487,8 +495,12 @@ const CMSG_SPACE_1FD = CMSG_HDR + 8; // 24
 /**
  * Sends one data byte 0x00 and one fd with SCM_RIGHTS in a single sendmsg(2), exactly as
  * qemu-bridge-helper does. MSG_NOSIGNAL: a closed peer is an EPIPE error, not a SIGPIPE death.
+ *
+ * With `timeoutMs`, the wait for room in the socket is bounded: sendmsg is tried with
+ * MSG_DONTWAIT, and on EAGAIN poll(2) waits for POLLOUT until the time is up; then OsError
+ * ETIMEDOUT. Without it, sendmsg blocks as in C (a peer that never reads blocks it forever).
  */
-export function sendFd(sock: number, fd: number): void {
+export function sendFd(sock: number, fd: number, timeoutMs?: number): void {
   const data = new Uint8Array(new ArrayBuffer(1)); // one byte, value 0
   const iov = new Uint8Array(new ArrayBuffer(16));
   const control = new Uint8Array(new ArrayBuffer(CMSG_SPACE_1FD));
@@ -506,11 +518,84 @@ export function sendFd(sock: number, fd: number): void {
   mv.setBigUint64(24, 1n, true); // msg_iovlen
   mv.setBigUint64(32, ptr(control), true); // msg_control
   mv.setBigUint64(40, BigInt(CMSG_LEN_1FD), true); // msg_controllen, as the C helper sends it
-  const n = base().sendmsg(sock, msg, SOCK.MSG_NOSIGNAL);
-  // Keep every buffer referenced until the call returned: the raw pointers above do not.
-  void [data, iov, control];
-  if (n < 0n) throw new OsError("sendmsg", errno());
-  if (n !== 1n) throw new OsError("sendmsg", E.EPIPE);
+  const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
+  const flags = SOCK.MSG_NOSIGNAL | (deadline === undefined ? 0 : SOCK.MSG_DONTWAIT);
+  for (;;) {
+    const n = base().sendmsg(sock, msg, flags);
+    const e = n < 0n ? errno() : 0;
+    // Keep every buffer referenced until the call returned: the raw pointers above do not.
+    void [data, iov, control];
+    if (n === 1n) return;
+    if (n >= 0n) throw new OsError("sendmsg", E.EPIPE);
+    if (deadline === undefined || (e !== E.EAGAIN && e !== E.EINTR)) {
+      throw new OsError("sendmsg", e);
+    }
+    const left = Math.ceil(deadline - performance.now());
+    if (left <= 0) throw new OsError("sendmsg", E.ETIMEDOUT);
+    // POLLERR/POLLHUP wake it too: the next sendmsg then reports EPIPE or the socket's error.
+    const pfd = pollBuffer([sock], POLL.OUT);
+    if (base().poll(pfd, 1n, left) < 0) {
+      const pe = errno();
+      if (pe !== E.EINTR) throw new OsError("poll", pe);
+    }
+  }
+}
+
+/** The credentials of a Unix socket's peer (SO_PEERCRED); pid 0 when it has none. */
+export interface PeerCred {
+  /** The peer's pid when it connected or created the pair; 0 for no peer. */
+  pid: number;
+  /** The peer's uid. */
+  uid: number;
+  /** The peer's gid. */
+  gid: number;
+}
+
+/** getsockopt(SO_PEERCRED): who is at the other end of a Unix socket. */
+export function peerCred(fd: number): PeerCred {
+  const val = new Int32Array(3);
+  const len = new Uint32Array([12]);
+  check(
+    "getsockopt(SO_PEERCRED)",
+    base().getsockopt(
+      fd,
+      SOCK.SOL_SOCKET,
+      SOCK.SO_PEERCRED,
+      new Uint8Array(val.buffer),
+      new Uint8Array(len.buffer),
+    ),
+  );
+  return { pid: val[0]!, uid: val[1]! >>> 0, gid: val[2]! >>> 0 };
+}
+
+/**
+ * Runs `fn` with the calling thread moved into the network namespace `nsfd`, and moves it
+ * back before returning, whatever `fn` did. Only for creating a socket there (a socket stays in
+ * the namespace it was made in); `fn` must be synchronous so no other code runs in between.
+ * setns(2) needs CAP_SYS_ADMIN: without it this throws OsError (EPERM) and nothing moved.
+ *
+ * @throws {Error} if the thread cannot be moved back (it would be left in the other namespace).
+ */
+export function inNetNamespace<T>(nsfd: number, fn: () => T): T {
+  const CLONE_NEWNET = 0x40000000;
+  const home = open("/proc/thread-self/ns/net", O.RDONLY);
+  try {
+    check("setns", proc().setns(nsfd, CLONE_NEWNET));
+    let outcome: { value: T } | { error: unknown };
+    try {
+      outcome = { value: fn() };
+    } catch (error) {
+      outcome = { error };
+    }
+    if (proc().setns(home, CLONE_NEWNET) < 0) {
+      // Nothing sane can continue on this thread: its sockets would be made elsewhere.
+      throw new Error(`setns back to the original network namespace failed: errno ${errno()}`);
+    }
+    if ("error" in outcome) throw outcome.error;
+    return outcome.value;
+  } finally {
+    close(home);
+  }
 }
 
 /** What one recvmsg(2) brought: data bytes and any fds, plus what was wrong with them. */
@@ -583,7 +668,7 @@ export function recvFds(sock: number): Received | undefined {
 /** poll(2) on the calling thread; returns revents per fd (0 when nothing happened). */
 export function poll(fds: readonly number[], events: number, timeoutMs: number): number[] {
   const buf = pollBuffer(fds, events);
-  check("poll", proc().poll(buf, BigInt(fds.length), timeoutMs));
+  check("poll", base().poll(buf, BigInt(fds.length), timeoutMs));
   return pollResult(buf, fds.length);
 }
 

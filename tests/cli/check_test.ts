@@ -6,6 +6,7 @@ import { AclError } from "../../acl/load.ts";
 import {
   aclResult,
   allowedBridges,
+  altnameResult,
   bridgeResult,
   decisionResult,
   existingBridgesResult,
@@ -160,5 +161,17 @@ test("existingBridgesResult() needs at least one bridge when every bridge is all
   assert.match(
     formatCheck(existingBridgesResult([])),
     /^FAIL the ACL allows you every bridge, but there is none/,
+  );
+});
+
+test("altnameResult() names the bridge's own name, for --br and for the ACL", () => {
+  assert.deepEqual(altnameResult("prod0", "br-prod", "argument"), {
+    ok: false,
+    what: "`prod0' is an alternative name of `br-prod': the helper refuses it",
+    fix: "use --br=br-prod (QEMU: br=br-prod)",
+  });
+  assert.equal(
+    altnameResult("prod0", "br-prod", "acl").fix,
+    "use `br-prod' in /etc/qemu/bridge.conf",
   );
 });

@@ -117,6 +117,30 @@ rootTest("--check as uid 65534", async (t) => {
     },
   );
 
+  await t.step(
+    "an alternative name, given as --br or written in the ACL, is a FAIL naming the bridge",
+    async () => {
+      await using ns = await NetNs.create();
+      await ns.bridge("br-prod");
+      await ns.ip("link", "property", "add", "dev", "br-prod", "altname", "prod0");
+      const opts = { tun0666: true, etcQemu: { "bridge.conf": "allow all\n" }, setup: caps };
+      const r = await check(ns, opts, "--br=prod0");
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(
+        r.stdout,
+        /^FAIL `prod0' is an alternative name of `br-prod': the helper refuses it; fix: use --br=br-prod \(QEMU: br=br-prod\)$/m,
+      );
+      assert.doesNotMatch(r.stdout, /does not exist/);
+      // The ACL naming the alternative name: its rule can never match what the helper accepts.
+      const acl = await check(ns, { ...opts, etcQemu: { "bridge.conf": "allow prod0\n" } });
+      assert.equal(acl.code, 1, acl.stdout + acl.stderr);
+      assert.match(
+        acl.stdout,
+        /^FAIL `prod0' is an alternative name of `br-prod': the helper refuses it; fix: use `br-prod' in \/etc\/qemu\/bridge\.conf$/m,
+      );
+    },
+  );
+
   await t.step("--br=BR: denied by the ACL, with the message QEMU shows", async () => {
     await using ns = await NetNs.create();
     await ns.bridge("br0");
