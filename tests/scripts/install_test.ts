@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { DEFAULT_BRIDGE_CONF, SETUID_REFUSAL, USAGE } from "../../scripts/_install_plan.ts";
 import { listTree } from "../_support/deno_copy.ts";
 import { NetNs, ROOT, rootTest, run, sandbox } from "../_support/ns.ts";
+import { rootTempDir } from "../_support/root_tmp.ts";
 
 /** `deno task install-suid` exactly, with the deno running the tests. */
 async function taskArgv(task: string): Promise<string[]> {
@@ -42,7 +43,8 @@ interface Scratch extends AsyncDisposable {
 }
 
 async function scratch(): Promise<Scratch> {
-  const dir = await Deno.makeTempDir({ prefix: "vmb-install-test-" });
+  // Under a root-only chain: the installer refuses a DESTDIR below the sticky /tmp.
+  const { path: dir } = await rootTempDir("vmb-install-test-");
   const destdir = `${dir}/stage`;
   await Deno.mkdir(destdir);
   const fake = `${dir}/fake-helper`;
@@ -297,6 +299,130 @@ rootTest(
       assert.match(outsider, /^doctor 1$/m);
     } finally {
       await sb.cleanup();
+    }
+  },
+);
+
+const NOBODY = 65534;
+
+rootTest(
+  "install-suid never writes through a symlink planted in a user-owned manifest directory",
+  async () => {
+    await using s = await scratch();
+    const share = `${s.destdir}/usr/local/share/vm-bridge`;
+    await Deno.mkdir(share, { recursive: true, mode: 0o755 });
+    await Deno.chown(share, NOBODY, NOBODY);
+    const victim = `${s.dir}/victim`;
+    await Deno.writeTextFile(victim, "root's secret\n", { mode: 0o600 });
+    // The installer used to write `<manifest>.vmb-new-<pid>`, then chown, chmod and rename it,
+    // following symlinks; in a fresh PID namespace its pid is 1, so the user can predict it.
+    await Deno.symlink(victim, `${share}/install-manifest.json.vmb-new-1`);
+    const before = await listTree(s.destdir);
+    const r = await run([
+      "unshare",
+      "--pid",
+      "--fork",
+      ...(await taskArgv("install-suid")),
+      "--destdir",
+      s.destdir,
+      "--binary",
+      s.fake,
+    ]);
+    assert.equal(await Deno.readTextFile(victim), "root's secret\n", "the victim was overwritten");
+    assert.equal((await Deno.stat(victim)).mode! & 0o7777, 0o600, "the victim's mode changed");
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(
+      r.stderr,
+      /^install-suid: `.*\/usr\/local\/share\/vm-bridge' is owned by uid 65534, not root: /,
+    );
+    assert.deepEqual(await listTree(s.destdir), before, "something was installed");
+  },
+);
+
+rootTest("install-suid never creates bridge.conf in a user-owned /etc/qemu", async () => {
+  await using s = await scratch();
+  await Deno.mkdir(`${s.destdir}/etc/qemu`, { recursive: true, mode: 0o755 });
+  await Deno.chown(`${s.destdir}/etc/qemu`, NOBODY, NOBODY);
+  const before = await listTree(s.destdir);
+  const r = await install("--destdir", s.destdir, "--binary", s.fake);
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /^install-suid: `.*\/etc\/qemu' is owned by uid 65534, not root: /);
+  assert.deepEqual(await listTree(s.destdir), before, "something was installed");
+});
+
+rootTest(
+  "uninstall refuses a manifest naming a path outside the install (/../victim)",
+  async () => {
+    await using s = await scratch();
+    let r = await install("--destdir", s.destdir, "--binary", s.fake);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const victim = `${s.dir}/victim`;
+    await Deno.writeTextFile(victim, "root's file\n", { mode: 0o600 });
+    const sha = Array.from(
+      new Uint8Array(await crypto.subtle.digest("SHA-256", await Deno.readFile(victim))),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join("");
+    const manifestPath = `${s.destdir}${MANIFEST}`;
+    const manifest = JSON.parse(await Deno.readTextFile(manifestPath));
+    manifest.helper = { path: "/../victim", sha256: sha };
+    await Deno.writeTextFile(manifestPath, JSON.stringify(manifest)); // root's, 0644 as before
+    r = await install("--destdir", s.destdir, "--uninstall");
+    assert.ok(await Deno.lstat(victim).then(() => true, () => false), "the victim was deleted");
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(
+      r.stderr,
+      /^install-suid: .*install-manifest\.json is not a manifest of this installer: .*`\/\.\.\/victim'/,
+    );
+    assert.ok((await listTree(s.destdir)).includes("usr/local/libexec/qemu-bridge-helper"));
+  },
+);
+
+rootTest("uninstall refuses a manifest that root does not own", async () => {
+  await using s = await scratch();
+  let r = await install("--destdir", s.destdir, "--binary", s.fake);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  await Deno.chown(`${s.destdir}${MANIFEST}`, NOBODY, NOBODY);
+  const before = await listTree(s.destdir);
+  r = await install("--destdir", s.destdir, "--uninstall");
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(
+    r.stderr,
+    /^install-suid: `.*install-manifest\.json' is owned by uid 65534, not root/,
+  );
+  assert.deepEqual(await listTree(s.destdir), before, "uninstall removed something");
+});
+
+rootTest("install-suid --destdir creates a missing DESTDIR, root-owned 0755", async () => {
+  await using s = await scratch();
+  const destdir = `${s.dir}/new/stage`;
+  const r = await install("--destdir", destdir, "--binary", s.fake);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  for (const dir of [`${s.dir}/new`, destdir]) {
+    const st = await Deno.lstat(dir);
+    assert.ok(st.isDirectory);
+    assert.equal(st.uid, 0);
+    assert.equal(st.gid, 0);
+    assert.equal(st.mode! & 0o7777, 0o755, dir);
+  }
+  assert.ok((await listTree(destdir)).includes("usr/local/libexec/qemu-bridge-helper"));
+});
+
+rootTest(
+  "install-suid refuses a DESTDIR below a world-writable directory, even sticky /tmp",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "vmb-install-tmp-" }); // under /tmp (1777)
+    try {
+      await Deno.chmod(dir, 0o755);
+      await using s = await scratch();
+      const r = await install("--destdir", `${dir}/stage`, "--binary", s.fake);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(
+        r.stderr,
+        /^install-suid: `\/tmp' is writable by group or others \(mode 1777\): /,
+      );
+      assert.deepEqual(await listTree(dir), []);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
   },
 );
