@@ -367,6 +367,21 @@ export function targetDirs(prefix: string): string[] {
 }
 
 /**
+ * Refuses unless every directory passes {@linkcode judgeDirectory}: a directory a user can write
+ * lets them swap the helper after setcap, or before it, or turn a write or a rename into one
+ * elsewhere (symlinks); so every directory from / down must be root's alone.
+ *
+ * @param dirs Owner and lstat mode of each existing directory on the way (destdir applied).
+ * @throws {InstallRefusal} Naming the first one that does not pass.
+ */
+export function checkDirs(dirs: ReadonlyMap<string, { uid: number; mode: number }>): void {
+  for (const [dir, st] of dirs) {
+    const why = judgeDirectory(dir, st);
+    if (why !== undefined) throw new InstallRefusal(`${why}: ${DIR_RULE}`);
+  }
+}
+
+/**
  * Plans an install: the ordered steps, setcap last. Throws instead of planning anything unsafe.
  *
  * @param options The parsed command line (`action: "install"`).
@@ -387,12 +402,7 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
         : `the group ${groupName} does not exist`,
     );
   }
-  // A directory a user can write lets them swap the helper after setcap, or before it, or turn
-  // a write or a rename into one elsewhere (symlinks); so every directory from / down is root's.
-  for (const [dir, st] of facts.dirs) {
-    const why = judgeDirectory(dir, st);
-    if (why !== undefined) throw new InstallRefusal(`${why}: ${DIR_RULE}`);
-  }
+  checkDirs(facts.dirs);
   if (d === "" && facts.mountOptions.includes("nosuid")) {
     throw new InstallRefusal(
       `the filesystem holding ${final.helper} is mounted nosuid, so file capabilities are ` +

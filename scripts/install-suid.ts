@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import {
   CAPS,
+  checkDirs,
   checkManifest,
   compileArgs,
   compileEnv,
@@ -124,7 +125,7 @@ async function gatherInstallFacts(options: InstallOptions, staging: string): Pro
     repo: REPO,
   };
   // Judge the directories before reading anything in them (planInstall judges them again).
-  planInstall(options, facts);
+  checkDirs(dirs);
   facts.previous = readManifest(options);
   if (d === "") {
     let deepest = final.helper;
@@ -303,13 +304,13 @@ async function execute(step: Step, scratch: string, state: RunState): Promise<vo
     case "keep-bridge-conf":
       return;
     case "write-manifest": {
+      // The hash of exactly the bytes the install step wrote (it always runs first).
+      if (state.helperSha256 === undefined) {
+        throw new InstallRefusal(`${step.helperFile} was not installed in this run`);
+      }
       const manifest: Manifest = {
         ...step.manifest,
-        helper: {
-          path: step.helper,
-          sha256: state.helperSha256 ??
-            sha256(readVerified(step.helperFile, HELPER_LIMIT)?.bytes ?? new Uint8Array()),
-        },
+        helper: { path: step.helper, sha256: state.helperSha256 },
         denort: state.denort ?? null,
       };
       const { dir, name } = splitPath(step.path);
