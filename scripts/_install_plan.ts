@@ -3,6 +3,7 @@
 // here: scripts/install-suid.ts gathers the facts and executes the steps.
 
 import { parseArgs } from "node:util";
+import { judgeDirectory } from "./_safe_fs.ts";
 
 /** The helper's usage line; a verified binary prints exactly this for every probe. */
 export const USAGE = "Usage: qemu-bridge-helper [--use-vnet] --br=bridge --fd=unixfd";
@@ -35,15 +36,11 @@ export const BRIDGE_CONF = "/etc/qemu/bridge.conf";
 /** The group used when `--group` is not given, if it exists. */
 export const DEFAULT_GROUP = "kvm";
 
-/** Environment variables never passed to `deno compile`: each can change what gets built. */
-export const COMPILE_ENV_DENYLIST: readonly RegExp[] = [
-  /^DENORT_BIN$/, // the base runtime: only from --denort
-  /^DENO_V8_FLAGS$/,
-  /^DENO_INTERNAL_/,
-  /^NODE_OPTIONS$/,
-  /^NODE_CHANNEL_/,
-  /^SSLKEYLOGFILE$/,
-];
+/**
+ * The only PATH `deno compile` gets: it may shell out to `unzip` to unpack a downloaded denort,
+ * and the caller's PATH must not choose that program.
+ */
+export const COMPILE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /** A bad command line; the message is one line. Exit status 2. */
 export class InstallUsageError extends Error {
@@ -209,6 +206,14 @@ export function pathsFor(prefix: string): Paths {
   };
 }
 
+/** The runtime a compiled helper was built on: where it came from and its SHA-256. */
+export interface DenortRecord {
+  /** `--denort PATH`, or the archive `deno compile` downloaded (its URL path). */
+  source: string;
+  /** SHA-256 of that file (the archive, for a download), lowercase hex. */
+  sha256: string;
+}
+
 /** What an install recorded, so that uninstall removes exactly that. Paths without destdir. */
 export interface Manifest {
   /** Format version. */
@@ -219,28 +224,72 @@ export interface Manifest {
   bridgeConf: { path: string; text: string } | null;
   /** Directories this installer created, parents first. */
   dirs: string[];
+  /** The denort the helper was compiled with; null for `--binary` (absent in older manifests). */
+  denort?: DenortRecord | null;
 }
 
-/** Validates a parsed manifest; throws TypeError when it is not one of ours. */
-export function checkManifest(value: unknown): Manifest {
+/**
+ * Every directory an install under `prefix` could have created: the parents of the helper, the
+ * ACL and the manifest, and those directories themselves, `/` excluded. Nothing else may appear
+ * in a manifest's `dirs`.
+ */
+export function installableDirs(prefix: string): Set<string> {
+  const final = pathsFor(prefix);
+  const out = new Set<string>();
+  for (const file of [final.helper, final.bridgeConf, final.manifest]) {
+    for (const dir of parents(file)) if (dir !== "/") out.add(dir);
+  }
+  return out;
+}
+
+/**
+ * Validates a parsed manifest for an install under `prefix`. Its paths are trusted for deletion,
+ * so each must be exactly one this installer could have installed: the helper's path for this
+ * prefix, {@linkcode BRIDGE_CONF}, and directories from {@linkcode installableDirs}.
+ *
+ * @throws {TypeError} Not our shape, or a path this installer never installs (quoted).
+ */
+export function checkManifest(value: unknown, prefix: string): Manifest {
   const m = value as Partial<Manifest> | null;
-  const isPath = (p: unknown): p is string => typeof p === "string" && p.startsWith("/");
+  const isSha = (x: unknown) => typeof x === "string" && /^[0-9a-f]{64}$/.test(x);
   if (
-    m === null || typeof m !== "object" || m.format !== 1 || typeof m.helper !== "object" ||
-    m.helper === null || !isPath(m.helper.path) || typeof m.helper.sha256 !== "string" ||
-    !/^[0-9a-f]{64}$/.test(m.helper.sha256) || !Array.isArray(m.dirs) || !m.dirs.every(isPath) ||
+    m === null || typeof m !== "object" || Array.isArray(m) || m.format !== 1 ||
+    typeof m.helper !== "object" || m.helper === null || typeof m.helper.path !== "string" ||
+    !isSha(m.helper.sha256) || !Array.isArray(m.dirs) ||
+    !m.dirs.every((d) => typeof d === "string") ||
     !(m.bridgeConf === null ||
-      (typeof m.bridgeConf === "object" && isPath(m.bridgeConf?.path) &&
-        typeof m.bridgeConf?.text === "string"))
+      (typeof m.bridgeConf === "object" && typeof m.bridgeConf?.path === "string" &&
+        typeof m.bridgeConf?.text === "string")) ||
+    !(m.denort === undefined || m.denort === null ||
+      (typeof m.denort === "object" && typeof m.denort.source === "string" &&
+        isSha(m.denort.sha256)))
   ) {
     throw new TypeError("Not an install manifest of this installer");
   }
+  const never = (p: string) =>
+    new TypeError(`it names \`${p}', which this installer never installs under ${prefix}`);
+  const final = pathsFor(prefix);
+  if (m.helper.path !== final.helper) throw never(m.helper.path);
+  if (m.bridgeConf !== null && m.bridgeConf.path !== final.bridgeConf) {
+    throw never(m.bridgeConf.path);
+  }
+  const allowed = installableDirs(prefix);
+  for (const dir of m.dirs) if (!allowed.has(dir)) throw never(dir);
+  if (new Set(m.dirs).size !== m.dirs.length) throw new TypeError("it names a directory twice");
   return m as Manifest;
 }
 
 /** One step of a plan. Paths are the real ones to touch (destdir applied). */
 export type Step =
-  | { op: "compile"; deno: string; repo: string; out: string; denort?: string }
+  | {
+    op: "compile";
+    deno: string;
+    repo: string;
+    out: string;
+    /** Private (root 0700) directory for the compile's HOME and DENO_DIR. */
+    home: string;
+    denort?: string;
+  }
   | { op: "stage"; from: string; to: string }
   | { op: "verify"; path: string }
   | { op: "mkdir"; path: string }
@@ -270,7 +319,10 @@ export interface InstallFacts {
   groups: ReadonlyMap<string, number>;
   /** Paths (destdir applied) that exist. */
   existing: ReadonlySet<string>;
-  /** Owner and mode of existing directories on the helper's path (destdir applied). */
+  /**
+   * Owner and lstat mode (type bits included) of every existing directory on the way to each
+   * directory the install writes into, from `/` (destdir applied, its own parents included).
+   */
   dirs: ReadonlyMap<string, { uid: number; mode: number }>;
   /** The manifest of an earlier install, if any. */
   previous: Manifest | null;
@@ -301,6 +353,34 @@ function missingDirs(finalDir: string, destdir: string, existing: ReadonlySet<st
     .filter((d) => !existing.has(destdir + d));
 }
 
+/** Every directory from `/` down to `dir`, itself included. */
+export function dirChain(dir: string): string[] {
+  return dir === "/" ? ["/"] : [...parents(dir), dir];
+}
+
+/** The directories an install or uninstall writes into (destdir not applied). */
+export function targetDirs(prefix: string): string[] {
+  const final = pathsFor(prefix);
+  return [final.helper, final.bridgeConf, final.manifest].map((f) =>
+    f.slice(0, f.lastIndexOf("/"))
+  );
+}
+
+/**
+ * Refuses unless every directory passes {@linkcode judgeDirectory}: a directory a user can write
+ * lets them swap the helper after setcap, or before it, or turn a write or a rename into one
+ * elsewhere (symlinks); so every directory from / down must be root's alone.
+ *
+ * @param dirs Owner and lstat mode of each existing directory on the way (destdir applied).
+ * @throws {InstallRefusal} Naming the first one that does not pass.
+ */
+export function checkDirs(dirs: ReadonlyMap<string, { uid: number; mode: number }>): void {
+  for (const [dir, st] of dirs) {
+    const why = judgeDirectory(dir, st);
+    if (why !== undefined) throw new InstallRefusal(`${why}: ${DIR_RULE}`);
+  }
+}
+
 /**
  * Plans an install: the ordered steps, setcap last. Throws instead of planning anything unsafe.
  *
@@ -322,15 +402,7 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
         : `the group ${groupName} does not exist`,
     );
   }
-  // A directory a user can write lets them swap the helper after setcap, or before it.
-  for (const [dir, st] of facts.dirs) {
-    if (st.uid !== 0 || (st.mode & 0o022) !== 0) {
-      throw new InstallRefusal(
-        `${dir} is ${st.uid !== 0 ? `owned by uid ${st.uid}` : "writable by group or others"}: ` +
-          "the helper's directories must be root-owned and writable by root only",
-      );
-    }
-  }
+  checkDirs(facts.dirs);
   if (d === "" && facts.mountOptions.includes("nosuid")) {
     throw new InstallRefusal(
       `the filesystem holding ${final.helper} is mounted nosuid, so file capabilities are ` +
@@ -343,12 +415,25 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
   if (options.binary !== undefined) {
     steps.push({ op: "stage", from: options.binary, to: staged });
   } else {
-    const compile: Step = { op: "compile", deno: facts.deno, repo: facts.repo, out: staged };
+    const compile: Step = {
+      op: "compile",
+      deno: facts.deno,
+      repo: facts.repo,
+      out: staged,
+      home: `${facts.staging}/compile-home`,
+    };
     if (options.denort !== undefined) compile.denort = options.denort;
     steps.push(compile);
   }
   steps.push({ op: "verify", path: staged });
 
+  // DESTDIR itself need not exist (as with `make install DESTDIR=`): made root:root 0755, and
+  // not recorded, since uninstall never removes the staging root.
+  if (d !== "") {
+    for (const dir of dirChain(d)) {
+      if (dir !== "/" && !facts.existing.has(dir)) steps.push({ op: "mkdir", path: dir });
+    }
+  }
   const created: string[] = [];
   const helperDir = final.helper.slice(0, final.helper.lastIndexOf("/"));
   for (const dir of missingDirs(helperDir, d, facts.existing)) {
@@ -457,6 +542,11 @@ export function planUninstall(
   return { steps, notes };
 }
 
+/** The rule every directory written into or deleted from must pass, for messages. */
+export const DIR_RULE =
+  "every directory the installer writes into or deletes from must be root's and writable by " +
+  "root only, all the way from /";
+
 /** Quotes a word for a printed shell line. */
 export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_/.,:=+@%-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
@@ -467,15 +557,24 @@ export function compileArgs(out: string): string[] {
   return ["compile", ...COMPILE_FLAGS, "--output", out, "./helper.ts"];
 }
 
-/** The environment for `deno compile`: the parent's minus the denylist, plus DENORT_BIN. */
-export function compileEnv(
-  parent: Readonly<Record<string, string>>,
-  denort?: string,
-): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(parent)) {
-    if (!COMPILE_ENV_DENYLIST.some((re) => re.test(k))) env[k] = v;
-  }
+/**
+ * The whole environment of `deno compile`, built from an allow-list and nothing of the caller's:
+ * a fixed PATH, HOME and DENO_DIR in the installer's private directory `home` (so no cache,
+ * denort, certificate, proxy, npm or registry setting of the caller's is used), colours off, no
+ * update check, and DENORT_BIN only from `--denort`. Without `--denort`, `deno compile`
+ * downloads denort from dl.deno.land into that private DENO_DIR.
+ *
+ * @param home A fresh directory only root can enter.
+ * @param denort The `--denort` path, if given.
+ */
+export function compileEnv(home: string, denort?: string): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: COMPILE_PATH,
+    HOME: home,
+    DENO_DIR: `${home}/deno-dir`,
+    NO_COLOR: "1",
+    DENO_NO_UPDATE_CHECK: "1",
+  };
   if (denort !== undefined) env.DENORT_BIN = denort;
   return env;
 }
@@ -499,13 +598,17 @@ export function describeStep(step: Step): string {
   const q = shellQuote;
   switch (step.op) {
     case "compile":
-      return `(cd ${q(step.repo)} && ${step.denort ? `DENORT_BIN=${q(step.denort)} ` : ""}` +
+      return `(cd ${q(step.repo)} && env -i ` +
+        Object.entries(compileEnv(step.home, step.denort)).map(([k, v]) => `${k}=${q(v)} `)
+          .join("") +
         `${q(step.deno)} ${compileArgs(step.out).map(q).join(" ")})`;
     case "stage":
       return `cp ${q(step.from)} ${q(step.to)}`;
     case "verify":
-      return `verify ${q(step.path)} is the helper, not a bare Deno runtime: no arguments, ` +
-        "--version and eval must each print only the usage line and exit 1";
+      return `verify ${q(step.path)} is our build: its embedded deno compile metadata (entry ` +
+        "helper.ts, guard.ts preloaded, only --allow-ffi, no prompt, no code cache, " +
+        "--single-threaded), and not a bare Deno runtime: no arguments, --version and eval " +
+        "must each print only the usage line and exit 1";
     case "mkdir":
       return `install -d -o root -g root -m 0755 ${q(step.path)}`;
     case "install":

@@ -120,6 +120,23 @@ const GROUPS = {
     // extern char **environ;
     environ: { type: "pointer" },
   },
+  // Directory-relative file operations: the installer's hardened writes (scripts/_safe_fs.ts).
+  fs: {
+    // int openat(int dirfd, const char *path, int flags, mode_t mode);  (variadic)
+    openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
+    // int mkdirat(int dirfd, const char *path, mode_t mode);
+    mkdirat: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+    // int fchown(int fd, uid_t owner, gid_t group);
+    fchown: { parameters: ["i32", "u32", "u32"], result: "i32" },
+    // int fchmod(int fd, mode_t mode);
+    fchmod: { parameters: ["i32", "u32"], result: "i32" },
+    // int fsync(int fd);
+    fsync: { parameters: ["i32"], result: "i32" },
+    // int renameat2(int olddirfd, const char *old, int newdirfd, const char *new, unsigned flags);
+    renameat2: { parameters: ["i32", "buffer", "i32", "buffer", "u32"], result: "i32" },
+    // int unlinkat(int dirfd, const char *path, int flags);
+    unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  },
   // Bench-only symbols (bench/netdev.ts); the library never loads them.
   bench: {
     // Bench-only: the same read(2)/write(2) run on a worker thread, one promise per call. This
@@ -156,6 +173,7 @@ const base = () => lib("base");
 const more = () => lib("more");
 const ids = () => lib("ids");
 const proc = () => lib("proc");
+const fs = () => lib("fs");
 const bench = () => lib("bench");
 
 /** Reads errno. Call it straight after the failing call, before anything else touches libc. */
@@ -192,6 +210,7 @@ const ERRNO_NAMES: ReadonlyMap<number, string> = new Map([
   [25, "ENOTTY"],
   [32, "EPIPE"],
   [36, "ENAMETOOLONG"],
+  [39, "ENOTEMPTY"],
   [40, "ELOOP"],
   [77, "EBADFD"],
   [88, "ENOTSOCK"],
@@ -237,6 +256,9 @@ export const E = {
   ENODEV: 19,
   EINVAL: 22,
   EPIPE: 32,
+  EEXIST: 17,
+  ENOTDIR: 20,
+  ENOTEMPTY: 39,
   ELOOP: 40,
   ENOTSOCK: 88,
   EOPNOTSUPP: 95,
@@ -272,6 +294,9 @@ export const O = {
   DIRECTORY: 0o200000,
   NOFOLLOW: 0o400000,
   CLOEXEC: 0o2000000,
+  WRONLY: 1,
+  CREAT: 0o100,
+  EXCL: 0o200,
 } as const;
 
 /** Socket constants. */
@@ -456,6 +481,70 @@ export function fstat(fd: number): FileStat {
   const buf = new Uint8Array(new ArrayBuffer(256));
   check("statx", base().statx(fd, new Uint8Array([0]), AT_EMPTY_PATH, STATX_BASIC_STATS, buf));
   return parseStatx(buf);
+}
+
+/** `*at()` flags and renameat2(2) flags. */
+export const AT = {
+  SYMLINK_NOFOLLOW: 0x100,
+  REMOVEDIR: 0x200,
+  RENAME_NOREPLACE: 1,
+} as const;
+
+/** File type of a symbolic link in st_mode (S_IFLNK). */
+export const S_IFLNK = 0o120000;
+
+/** fstatat(2) of `name` in `dirfd`, never following a symlink (statx, AT_SYMLINK_NOFOLLOW). */
+export function fstatat(dirfd: number, name: string): FileStat {
+  const buf = new Uint8Array(new ArrayBuffer(256));
+  check(
+    `statx(${name})`,
+    base().statx(dirfd, cstr(name), AT.SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf),
+  );
+  return parseStatx(buf);
+}
+
+/** openat(2); `O_CLOEXEC` is always added. */
+export function openat(dirfd: number, name: string, flags: number, mode = 0): number {
+  return check(`openat(${name})`, fs().openat(dirfd, cstr(name), flags | O.CLOEXEC, mode));
+}
+
+/** mkdirat(2). */
+export function mkdirat(dirfd: number, name: string, mode: number): void {
+  check(`mkdirat(${name})`, fs().mkdirat(dirfd, cstr(name), mode));
+}
+
+/** fchown(2). */
+export function fchown(fd: number, uid: number, gid: number): void {
+  check("fchown", fs().fchown(fd, uid, gid));
+}
+
+/** fchmod(2). */
+export function fchmod(fd: number, mode: number): void {
+  check("fchmod", fs().fchmod(fd, mode));
+}
+
+/** fsync(2). */
+export function fsync(fd: number): void {
+  check("fsync", fs().fsync(fd));
+}
+
+/** renameat2(2) within or across directory fds; `flags` 0 or `AT.RENAME_NOREPLACE`. */
+export function renameat2(
+  olddirfd: number,
+  oldName: string,
+  newdirfd: number,
+  newName: string,
+  flags: number,
+): void {
+  check(
+    `renameat2(${oldName}, ${newName})`,
+    fs().renameat2(olddirfd, cstr(oldName), newdirfd, cstr(newName), flags),
+  );
+}
+
+/** unlinkat(2); `flags` 0 for a file, `AT.REMOVEDIR` for an empty directory. */
+export function unlinkat(dirfd: number, name: string, flags: number): void {
+  check(`unlinkat(${name})`, fs().unlinkat(dirfd, cstr(name), flags));
 }
 
 // ---------------------------------------------------------------------------------------------
