@@ -36,6 +36,8 @@ const GROUPS = {
     getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
     // int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf);
     statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+    // int openat(int dirfd, const char *path, int flags, mode_t mode);  (variadic, as open)
+    openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
     // unsigned if_nametoindex(const char *name);
     if_nametoindex: { parameters: ["buffer"], result: "u32" },
     // int prctl(int option, unsigned long a2, a3, a4, a5);  (variadic)
@@ -54,6 +56,9 @@ const GROUPS = {
     ioctl_val: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
     // int fcntl(int fd, int cmd, long arg);  (variadic)
     fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
+    // ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t size);  (only when an
+    // ACL path holds a symlink; the result fits in int, as for read)
+    readlinkat: { parameters: ["i32", "buffer", "buffer", "usize"], result: "i32" },
   },
   // Identity and capabilities: the set-user-ID drop and its verification, the checks.
   ids: {
@@ -234,6 +239,7 @@ export const E = {
   ENODEV: 19,
   EINVAL: 22,
   EPIPE: 32,
+  ENOTDIR: 20,
   ELOOP: 40,
   ENOTSOCK: 88,
   EOPNOTSUPP: 95,
@@ -267,6 +273,7 @@ export const O = {
   DIRECTORY: 0o200000,
   NOFOLLOW: 0o400000,
   CLOEXEC: 0o2000000,
+  PATH: 0o10000000,
 } as const;
 
 /** Socket constants. */
@@ -307,6 +314,25 @@ export const F = {
 /** open(2); `O_CLOEXEC` is always added so no fd leaks into a child by accident. */
 export function open(path: string, flags: number, mode = 0): number {
   return check(`open(${path})`, base().open(cstr(path), flags | O.CLOEXEC, mode));
+}
+
+/**
+ * openat(2): `path` relative to the directory `dirfd`; `O_CLOEXEC` is always added. With
+ * `O_NOFOLLOW` (and `O_PATH` for a directory) a path can be walked one component at a time.
+ */
+export function openat(dirfd: number, path: string, flags: number, mode = 0): number {
+  return check(`openat(${path})`, base().openat(dirfd, cstr(path), flags | O.CLOEXEC, mode));
+}
+
+/**
+ * readlinkat(2): the target of the symlink `path` in `dirfd` (`""`: `dirfd` is an `O_PATH` fd
+ * of the link itself), as bytes. A target of PATH_MAX bytes or more fails with ENAMETOOLONG.
+ */
+export function readlinkat(dirfd: number, path: string): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(new ArrayBuffer(4096));
+  const n = check(`readlinkat(${path})`, more().readlinkat(dirfd, cstr(path), buf, 4096n));
+  if (n >= buf.length) throw new OsError(`readlinkat(${path})`, 36 /* ENAMETOOLONG */);
+  return buf.slice(0, n);
 }
 
 /** close(2). */
@@ -421,6 +447,7 @@ export interface FileStat {
 export const S = {
   IFMT: 0o170000,
   IFSOCK: 0o140000,
+  IFLNK: 0o120000,
   IFREG: 0o100000,
   IFDIR: 0o040000,
   IFCHR: 0o020000,

@@ -5,6 +5,8 @@ import assert from "node:assert/strict";
 import { aclAllows } from "../../acl/decide.ts";
 import {
   AclError,
+  directoryProblem,
+  fileProblem,
   loadAcl,
   type LoadOptions,
   MAX_FILE_BYTES,
@@ -776,3 +778,38 @@ rootTest(
     });
   },
 );
+
+Deno.test({
+  name: "directoryProblem() wants root or trustedUid as owner and write for the owner only",
+  permissions: "none",
+  fn() {
+    const dir = (mode: number, uid = 0) => ({ mode: 0o040000 | mode, uid });
+    assert.equal(directoryProblem(dir(0o755)), undefined);
+    assert.equal(directoryProblem(dir(0o700)), undefined);
+    assert.equal(directoryProblem(dir(0o711)), undefined);
+    assert.equal(directoryProblem(dir(0o755, 1000), 1000), undefined);
+    assert.equal(directoryProblem(dir(0o755, 1000)), "is owned by uid 1000, not root");
+    assert.equal(directoryProblem(dir(0o775)), "is writable by its group (mode 0775)");
+    assert.equal(directoryProblem(dir(0o1777)), "is writable by others (mode 1777)");
+    assert.equal(
+      directoryProblem({ mode: 0o100644, uid: 0 }),
+      "is not a directory (a regular file)",
+    );
+  },
+});
+
+Deno.test({
+  name: "fileProblem() wants a regular file owned by trustedUid and writable by it only",
+  permissions: "none",
+  fn() {
+    const file = (mode: number, uid = 0) => ({ mode: 0o100000 | mode, uid });
+    assert.equal(fileProblem(file(0o644)), undefined);
+    assert.equal(fileProblem(file(0o400)), undefined);
+    assert.equal(fileProblem(file(0o644, 1000), 1000), undefined);
+    // Unlike a directory, a file is not accepted from root when another uid is trusted.
+    assert.equal(fileProblem(file(0o644), 1000), "is owned by uid 0, not root: refusing it");
+    assert.equal(fileProblem(file(0o664)), "is writable by its group (mode 0664): refusing it");
+    assert.equal(fileProblem(file(0o606)), "is writable by others (mode 0606): refusing it");
+    assert.equal(fileProblem({ mode: 0o010644, uid: 0 }), "is not a regular file (a FIFO)");
+  },
+});
