@@ -48,8 +48,11 @@ export class AclError extends Error {
 export interface LoadOptions {
   /** The uid that must own every ACL file (root). Tests that run unprivileged pass their own. */
   trustedUid?: number;
-  /** Called for an include that is missing or unreadable and therefore skipped. */
-  onSkip?: (path: string, reason: string) => void;
+  /**
+   * Called for an include that is missing (ENOENT, ENOTDIR) or that the caller may not read
+   * (EACCES), and is therefore skipped, with strerror's text and the errno.
+   */
+  onSkip?: (path: string, reason: string, errno: number) => void;
 }
 
 /**
@@ -82,7 +85,7 @@ export function loadAcl(path: string, options: LoadOptions = {}): AclRule[] {
         optional && e instanceof OsError &&
         (e.errno === E.ENOENT || e.errno === E.EACCES || e.errno === E.ENOTDIR)
       ) {
-        options.onSkip?.(file, e.strerror);
+        options.onSkip?.(file, e.strerror, e.errno);
         return;
       }
       if (e instanceof AclError) throw e;
