@@ -46,7 +46,10 @@ export class AclError extends Error {
 
 /** Options for loadAcl(); the defaults are the only values the helper uses. */
 export interface LoadOptions {
-  /** The uid that must own every ACL file (root). Tests that run unprivileged pass their own. */
+  /**
+   * The uid that must own every ACL file (root); directories on the way may be owned by root or
+   * by it. Tests that run unprivileged pass their own.
+   */
   trustedUid?: number;
   /**
    * Called for an include that is missing (ENOENT, ENOTDIR) or that the caller may not read
