@@ -36,6 +36,8 @@ const GROUPS = {
     getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
     // int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf);
     statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+    // int openat(int dirfd, const char *path, int flags, mode_t mode);  (variadic, as open)
+    openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
     // unsigned if_nametoindex(const char *name);
     if_nametoindex: { parameters: ["buffer"], result: "u32" },
     // int poll(struct pollfd *fds, nfds_t n, int timeout);  (the bounded wait for sendmsg)
@@ -56,6 +58,9 @@ const GROUPS = {
     ioctl_val: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
     // int fcntl(int fd, int cmd, long arg);  (variadic)
     fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
+    // ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t size);  (only when an
+    // ACL path holds a symlink; the result fits in int, as for read)
+    readlinkat: { parameters: ["i32", "buffer", "buffer", "usize"], result: "i32" },
   },
   // Identity and capabilities: the set-user-ID drop and its verification, the checks.
   ids: {
@@ -122,8 +127,6 @@ const GROUPS = {
   },
   // Directory-relative file operations: the installer's hardened writes (scripts/_safe_fs.ts).
   fs: {
-    // int openat(int dirfd, const char *path, int flags, mode_t mode);  (variadic)
-    openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
     // int mkdirat(int dirfd, const char *path, mode_t mode);
     mkdirat: { parameters: ["i32", "buffer", "u32"], result: "i32" },
     // int fchown(int fd, uid_t owner, gid_t group);
@@ -297,6 +300,7 @@ export const O = {
   WRONLY: 1,
   CREAT: 0o100,
   EXCL: 0o200,
+  PATH: 0o10000000,
 } as const;
 
 /** Socket constants. */
@@ -340,6 +344,25 @@ export const F = {
 /** open(2); `O_CLOEXEC` is always added so no fd leaks into a child by accident. */
 export function open(path: string, flags: number, mode = 0): number {
   return check(`open(${path})`, base().open(cstr(path), flags | O.CLOEXEC, mode));
+}
+
+/**
+ * openat(2): `path` relative to the directory `dirfd`; `O_CLOEXEC` is always added. With
+ * `O_NOFOLLOW` (and `O_PATH` for a directory) a path can be walked one component at a time.
+ */
+export function openat(dirfd: number, path: string, flags: number, mode = 0): number {
+  return check(`openat(${path})`, base().openat(dirfd, cstr(path), flags | O.CLOEXEC, mode));
+}
+
+/**
+ * readlinkat(2): the target of the symlink `path` in `dirfd` (`""`: `dirfd` is an `O_PATH` fd
+ * of the link itself), as bytes. A target of PATH_MAX bytes or more fails with ENAMETOOLONG.
+ */
+export function readlinkat(dirfd: number, path: string): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(new ArrayBuffer(4096));
+  const n = check(`readlinkat(${path})`, more().readlinkat(dirfd, cstr(path), buf, 4096n));
+  if (n >= buf.length) throw new OsError(`readlinkat(${path})`, 36 /* ENAMETOOLONG */);
+  return buf.slice(0, n);
 }
 
 /** close(2). */
@@ -454,6 +477,7 @@ export interface FileStat {
 export const S = {
   IFMT: 0o170000,
   IFSOCK: 0o140000,
+  IFLNK: 0o120000,
   IFREG: 0o100000,
   IFDIR: 0o040000,
   IFCHR: 0o020000,
@@ -501,11 +525,6 @@ export function fstatat(dirfd: number, name: string): FileStat {
     base().statx(dirfd, cstr(name), AT.SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf),
   );
   return parseStatx(buf);
-}
-
-/** openat(2); `O_CLOEXEC` is always added. */
-export function openat(dirfd: number, name: string, flags: number, mode = 0): number {
-  return check(`openat(${name})`, fs().openat(dirfd, cstr(name), flags | O.CLOEXEC, mode));
 }
 
 /** mkdirat(2). */

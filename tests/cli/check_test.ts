@@ -12,6 +12,7 @@ import {
   existingBridgesResult,
   formatCheck,
   privilegeResult,
+  skippedIncludeResult,
   tunResult,
 } from "../../cli/check.ts";
 import { OsError } from "../../sys/libc.ts";
@@ -85,16 +86,32 @@ test("tunResult() says how to fix each way /dev/net/tun can fail", () => {
   );
 });
 
-test("aclResult() counts rules and names skipped includes", () => {
+test("aclResult() counts rules", () => {
   assert.equal(
-    formatCheck(aclResult({ rules: [{ kind: "allow", name: "br0" }], skipped: [] }, 1000)),
+    formatCheck(aclResult({ rules: [{ kind: "allow", name: "br0" }] }, 1000)),
     "ok   `/etc/qemu/bridge.conf' parses: 1 rule",
   );
   assert.equal(
-    formatCheck(aclResult({ rules: [], skipped: ["/etc/qemu/alice.conf"] }, 1000)),
-    "ok   `/etc/qemu/bridge.conf' parses: 0 rules; skipped include you cannot read: " +
-      "`/etc/qemu/alice.conf'",
+    formatCheck(aclResult({ rules: [] }, 1000)),
+    "ok   `/etc/qemu/bridge.conf' parses: 0 rules",
   );
+});
+
+test("skippedIncludeResult() names an include you cannot read: its rules do not apply to you", () => {
+  assert.equal(
+    formatCheck(skippedIncludeResult({ path: "/etc/qemu/alice.conf", errno: 13 }, 1000)),
+    "ok   you (uid 1000) cannot read include `/etc/qemu/alice.conf': its rules do not apply " +
+      "to you, `deny' rules included",
+  );
+});
+
+test("skippedIncludeResult() names a missing include: its rules apply to no one", () => {
+  for (const errno of [2, 20]) {
+    assert.equal(
+      formatCheck(skippedIncludeResult({ path: "/etc/qemu/gone.conf", errno }, 1000)),
+      "ok   include `/etc/qemu/gone.conf' does not exist: its rules apply to no one",
+    );
+  }
 });
 
 ffiTest("aclResult() tells a missing ACL from an unreadable and a broken one", () => {

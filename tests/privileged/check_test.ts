@@ -141,6 +141,37 @@ rootTest("--check as uid 65534", async (t) => {
     },
   );
 
+  await t.step(
+    "an include you cannot read is named: its rules, its deny included, do not apply to you",
+    async () => {
+      await using ns = await NetNs.create();
+      await ns.bridge("br0");
+      const r = await check(ns, {
+        tun0666: true,
+        etcQemu: {
+          "bridge.conf": "allow all\ninclude /etc/qemu/admins.conf\ninclude /etc/qemu/gone.conf\n",
+          "admins.conf": { text: "deny br0\n", mode: 0o600 },
+        },
+        setup: caps,
+      }, "--br=br0");
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(
+        r.stdout,
+        [
+          "ok   CAP_NET_ADMIN is effective",
+          "ok   /dev/net/tun can be opened read-write by you",
+          "ok   `/etc/qemu/bridge.conf' parses: 1 rule",
+          "ok   you (uid 65534) cannot read include `/etc/qemu/admins.conf': its rules do not " +
+          "apply to you, `deny' rules included",
+          "ok   include `/etc/qemu/gone.conf' does not exist: its rules apply to no one",
+          "ok   the ACL allows you bridge `br0'",
+          "ok   `br0' exists and is a bridge",
+          "",
+        ].join("\n"),
+      );
+    },
+  );
+
   await t.step("--br=BR: denied by the ACL, with the message QEMU shows", async () => {
     await using ns = await NetNs.create();
     await ns.bridge("br0");
