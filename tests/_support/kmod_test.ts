@@ -3,12 +3,7 @@
 // tests/privileged/guest_modules_test.ts.
 
 import assert from "node:assert/strict";
-import {
-  modinfoDepends,
-  moduleLoadOrder,
-  moduleName,
-  parseModinfo,
-} from "../_support/kmod.ts";
+import { modinfoDepends, moduleLoadOrder, moduleName, parseModinfo } from "../_support/kmod.ts";
 
 const test = (name: string, fn: () => void) => Deno.test({ name, permissions: "none", fn });
 

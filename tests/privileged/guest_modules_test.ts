@@ -63,51 +63,59 @@ async function moduleFiles(root: string): Promise<Map<string, string>> {
   const walk = async (d: string): Promise<void> => {
     for await (const e of Deno.readDir(d)) {
       if (e.isDirectory) await walk(`${d}/${e.name}`);
-      else if (e.name.endsWith(".ko")) out.set(e.name.slice(0, -3).replaceAll("-", "_"), `${d}/${e.name}`);
+      else if (e.name.endsWith(".ko")) {
+        out.set(e.name.slice(0, -3).replaceAll("-", "_"), `${d}/${e.name}`);
+      }
     }
   };
   await walk(root);
   return out;
 }
 
-rootTest("the v86 guest's /init loads each module after its depends (Debian's 686 kernel)", async () => {
-  const guest = await buildV86Guest();
-  const init = new TextDecoder().decode(readCpio(await Deno.readFile(guest.initrd)).get("init"));
-  const lists = [...init.matchAll(/^\s*(\S+)\) MODULES="([^"]*)"/gm)].map((m) => [m[1]!, m[2]!]);
-  assert.deepEqual(lists.map(([nic]) => nic), ["ne2k", "*"], init);
+rootTest(
+  "the v86 guest's /init loads each module after its depends (Debian's 686 kernel)",
+  async () => {
+    const guest = await buildV86Guest();
+    const init = new TextDecoder().decode(readCpio(await Deno.readFile(guest.initrd)).get("init"));
+    const lists = [...init.matchAll(/^\s*(\S+)\) MODULES="([^"]*)"/gm)].map((m) => [m[1]!, m[2]!]);
+    assert.deepEqual(lists.map(([nic]) => nic), ["ne2k", "*"], init);
 
-  // The oracle: kmod's modinfo on the modules of the kernel package the guest was built from.
-  const debs = `${V86_GUEST_DIR}/debs`;
-  const deb = [...Deno.readDirSync(debs)].find((e) => /^linux-image-.*_i386\.deb$/.test(e.name));
-  assert.ok(deb, `no kernel package in ${debs}`);
-  const tmp = await Deno.makeTempDir({ prefix: "vmb-kmod-" });
-  try {
-    const x = await new Deno.Command("dpkg-deb", { args: ["-x", `${debs}/${deb.name}`, tmp] })
-      .output();
-    assert.ok(x.success, new TextDecoder().decode(x.stderr));
-    const files = await moduleFiles(`${tmp}/lib/modules/${guest.release}`);
-    for (const [nic, list] of lists) {
-      const order = list!.split(" ").filter((m) => m !== "");
-      assert.ok(order.length >= 2, `${nic}: ${order}`);
-      await assertLoadOrder(`v86 ${nic}`, order, (m) => {
-        const path = files.get(m);
-        assert.ok(path, `${m} is not in ${deb.name}`);
-        return modinfoDepends([path]);
-      });
+    // The oracle: kmod's modinfo on the modules of the kernel package the guest was built from.
+    const debs = `${V86_GUEST_DIR}/debs`;
+    const deb = [...Deno.readDirSync(debs)].find((e) => /^linux-image-.*_i386\.deb$/.test(e.name));
+    assert.ok(deb, `no kernel package in ${debs}`);
+    const tmp = await Deno.makeTempDir({ prefix: "vmb-kmod-" });
+    try {
+      const x = await new Deno.Command("dpkg-deb", { args: ["-x", `${debs}/${deb.name}`, tmp] })
+        .output();
+      assert.ok(x.success, new TextDecoder().decode(x.stderr));
+      const files = await moduleFiles(`${tmp}/lib/modules/${guest.release}`);
+      for (const [nic, list] of lists) {
+        const order = list!.split(" ").filter((m) => m !== "");
+        assert.ok(order.length >= 2, `${nic}: ${order}`);
+        await assertLoadOrder(`v86 ${nic}`, order, (m) => {
+          const path = files.get(m);
+          assert.ok(path, `${m} is not in ${deb.name}`);
+          return modinfoDepends([path]);
+        });
+      }
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
     }
-  } finally {
-    await Deno.remove(tmp, { recursive: true });
-  }
-});
+  },
+);
 
-rootTest("the QEMU guest's /init loads each module after its depends (the host's kernel)", async () => {
-  const guest = await buildGuest();
-  const files = readCpio(await gunzip(await Deno.readFile(guest.initrd)));
-  const init = new TextDecoder().decode(files.get("init"));
-  const list = /^for m in ([^;]*); do$/m.exec(init)?.[1];
-  assert.ok(list !== undefined, init);
-  const order = list.split(" ");
-  assert.ok(order.includes("virtio_net") && order.includes("virtio_pci"), list);
-  const release = guest.kernel.split("/").at(-2)!.replace(/-[0-9a-f]{16}$/, "");
-  await assertLoadOrder("QEMU guest", order, (m) => modinfoDepends(["-k", release, m]));
-});
+rootTest(
+  "the QEMU guest's /init loads each module after its depends (the host's kernel)",
+  async () => {
+    const guest = await buildGuest();
+    const files = readCpio(await gunzip(await Deno.readFile(guest.initrd)));
+    const init = new TextDecoder().decode(files.get("init"));
+    const list = /^for m in ([^;]*); do$/m.exec(init)?.[1];
+    assert.ok(list !== undefined, init);
+    const order = list.split(" ");
+    assert.ok(order.includes("virtio_net") && order.includes("virtio_pci"), list);
+    const release = guest.kernel.split("/").at(-2)!.replace(/-[0-9a-f]{16}$/, "");
+    await assertLoadOrder("QEMU guest", order, (m) => modinfoDepends(["-k", release, m]));
+  },
+);
