@@ -5,8 +5,13 @@
 import assert from "node:assert/strict";
 import { buildGuest } from "../_support/guest.ts";
 import { exposeDeno, privilegedDeno, tempDirFor } from "../_support/deno_copy.ts";
-import { HELPER_FROM_SOURCE, NetNs, rootTest, sandbox } from "../_support/ns.ts";
+import { NetNs, rootTest, sandbox } from "../_support/ns.ts";
 import { runQemuPing } from "../_support/qemu.ts";
+import { sourceForOthers } from "../_support/readable_source.ts";
+
+// Run as another user, the helper comes from a copy every user can read: the checkout may be
+// in a directory that user cannot enter.
+const HELPER_FROM_SOURCE = (await sourceForOthers()).helper;
 
 function gid(name: string): number {
   const line = Deno.readTextFileSync("/etc/group").split("\n").find((l) =>

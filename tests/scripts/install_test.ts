@@ -7,9 +7,13 @@ import assert from "node:assert/strict";
 import { DEFAULT_BRIDGE_CONF, SETUID_REFUSAL, USAGE } from "../../scripts/_install_plan.ts";
 import { listTree } from "../_support/deno_copy.ts";
 import { NetNs, ROOT, rootTest, run, sandbox } from "../_support/ns.ts";
+import { sourceForOthers } from "../_support/readable_source.ts";
 
-/** `deno task install-suid` exactly, with the deno running the tests. */
-async function taskArgv(task: string): Promise<string[]> {
+/**
+ * `deno task install-suid` exactly, with the deno running the tests; the scripts from `root`
+ * (default: this checkout).
+ */
+async function taskArgv(task: string, root = ROOT): Promise<string[]> {
   const config = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`)) as {
     tasks: Record<string, string>;
   };
@@ -17,7 +21,7 @@ async function taskArgv(task: string): Promise<string[]> {
   assert.ok(words && words[0] === "deno", `no task ${task}`);
   return [
     Deno.execPath(),
-    ...words.slice(1).map((w) => (w.startsWith("scripts/") ? `${ROOT}/${w}` : w)),
+    ...words.slice(1).map((w) => (w.startsWith("scripts/") ? `${root}/${w}` : w)),
   ];
 }
 
@@ -253,7 +257,8 @@ rootTest(
     await using ns = await NetNs.create();
     await ns.bridge("br0");
     const installer = (await taskArgv("install-suid")).join(" ");
-    const doctor = (await taskArgv("doctor")).join(" ");
+    // The doctor runs as uid 65534, who may not be able to enter the checkout: a readable copy.
+    const doctor = (await taskArgv("doctor", (await sourceForOthers()).root)).join(" ");
     const sb = await sandbox(ns, {
       tun0666: true,
       setup: "mount -t tmpfs -o mode=0755 vmb-usr-local /usr/local",
