@@ -32,6 +32,8 @@ export interface ReadableSource {
   readonly helper: string;
   /** A `file://` URL of a file of the copy, e.g. `url("acl/load.ts")`. */
   url(relative: string): string;
+  /** Copies a file of the checkout (e.g. a built guest kernel) into the copy; returns its path. */
+  share(path: string): Promise<string>;
 }
 
 let shared: Promise<ReadableSource> | undefined;
@@ -55,6 +57,14 @@ export function sourceForOthers(): Promise<ReadableSource> {
       root,
       helper: `${root}/bin/qemu-bridge-helper`,
       url: (relative: string) => new URL(relative, `file://${root}/`).href,
+      share: async (path: string) => {
+        await Deno.mkdir(`${root}/shared`, { recursive: true, mode: 0o755 });
+        const dir = await Deno.makeTempDir({ dir: `${root}/shared` });
+        await Deno.chmod(dir, 0o755);
+        const to = `${dir}/${path.slice(path.lastIndexOf("/") + 1)}`;
+        await copyReadable(path, to);
+        return to;
+      },
     };
   })();
   return shared;

@@ -8,6 +8,11 @@ import { DEFAULT_BRIDGE_CONF, SETUID_REFUSAL, USAGE } from "../../scripts/_insta
 import { listTree } from "../_support/deno_copy.ts";
 import { NetNs, ROOT, rootTest, run, sandbox } from "../_support/ns.ts";
 import { sourceForOthers } from "../_support/readable_source.ts";
+import { testGroupFile } from "../_support/groups.ts";
+
+// The installer's default group is kvm, which a fresh machine does not have: the installs below
+// run in a mount namespace whose /etc/group has a kvm of the tests' own.
+const GROUPS = await testGroupFile("kvm");
 
 /**
  * `deno task install-suid` exactly, with the deno running the tests; the scripts from `root`
@@ -63,15 +68,18 @@ async function scratch(): Promise<Scratch> {
 }
 
 async function install(...args: string[]) {
-  return await run([...(await taskArgv("install-suid")), ...args]);
+  const argv = [...(await taskArgv("install-suid")), ...args];
+  return await run([
+    ...["unshare", "-m", "--propagation", "private", "sh", "-c"],
+    `${GROUPS.mountLine} && exec "$@"`,
+    "sh",
+    ...argv,
+  ]);
 }
 
+/** A group's gid as the installs above see it (kvm: the tests' own). */
 function gid(name: string): number {
-  const line = Deno.readTextFileSync("/etc/group").split("\n").find((l) =>
-    l.startsWith(`${name}:`)
-  );
-  assert.ok(line, `no group ${name} on this machine`);
-  return Number(line.split(":")[2]);
+  return GROUPS.gidOf(name);
 }
 
 rootTest(
@@ -261,7 +269,7 @@ rootTest(
     const doctor = (await taskArgv("doctor", (await sourceForOthers()).root)).join(" ");
     const sb = await sandbox(ns, {
       tun0666: true,
-      setup: "mount -t tmpfs -o mode=0755 vmb-usr-local /usr/local",
+      setup: `mount -t tmpfs -o mode=0755 vmb-usr-local /usr/local\n${GROUPS.mountLine}`,
     });
     try {
       const kvm = gid("kvm");
