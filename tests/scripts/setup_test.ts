@@ -123,6 +123,8 @@ async function setup(
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const argv = [
     ...prefix,
+    // From /: another user may not be able to enter the checkout, the test's cwd.
+    ...["sh", "-c", 'cd / && exec "$@"', "sh"],
     "env",
     `PATH=${fake}:/usr/sbin:/usr/bin:/sbin:/bin`,
     "HOME=/nonexistent",
