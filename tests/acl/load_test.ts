@@ -15,6 +15,7 @@ import {
 } from "../../acl/load.ts";
 import { AclSyntaxError } from "../../acl/parse.ts";
 import { ROOT, rootTest } from "../_support/ns.ts";
+import { sourceForOthers } from "../_support/readable_source.ts";
 
 /** Files are owned by whoever runs the tests; root-only cases use the real default (uid 0). */
 const UID = Deno.uid() ?? 0;
@@ -117,8 +118,13 @@ async function loadInChild(
 ): Promise<ChildResult> {
   const home = await Deno.makeTempDir({ prefix: "vmb-acl-home-" });
   try {
+    // Another user may not be able to enter the checkout (root's home, a 0700 directory): it
+    // loads the modules from a copy every user can read.
+    const loadTs = options.asNobody
+      ? (await sourceForOthers()).url("acl/load.ts")
+      : new URL("../../acl/load.ts", import.meta.url).href;
     const script = `
-      import { loadAcl } from ${JSON.stringify(new URL("../../acl/load.ts", import.meta.url).href)};
+      import { loadAcl } from ${JSON.stringify(loadTs)};
       const skips = [];
       let out;
       try {

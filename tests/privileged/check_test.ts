@@ -3,14 +3,12 @@
 
 import assert from "node:assert/strict";
 import { exposeDeno, privilegedDeno, tempDirFor } from "../_support/deno_copy.ts";
-import {
-  HELPER_FROM_SOURCE,
-  NetNs,
-  rootTest,
-  run,
-  sandbox,
-  type SandboxOptions,
-} from "../_support/ns.ts";
+import { NetNs, rootTest, run, sandbox, type SandboxOptions } from "../_support/ns.ts";
+import { sourceForOthers } from "../_support/readable_source.ts";
+
+// Run as another user, the helper comes from a copy every user can read: the checkout may be
+// in a directory that user cannot enter.
+const HELPER_FROM_SOURCE = (await sourceForOthers()).helper;
 
 const NOBODY = { uid: 65534, gid: 65534 };
 

@@ -13,16 +13,14 @@ import {
   SANDBOX_DENO,
   tempDirFor,
 } from "../_support/deno_copy.ts";
-import {
-  HELPER_FROM_SOURCE,
-  NetNs,
-  ROOT,
-  rootTest,
-  run,
-  sandbox,
-  type SandboxOptions,
-} from "../_support/ns.ts";
+import { NetNs, rootTest, run, sandbox, type SandboxOptions } from "../_support/ns.ts";
 import { runPaused } from "./_paused.ts";
+import { sourceForOthers } from "../_support/readable_source.ts";
+
+// Run as another user, the helper comes from a copy every user can read: the checkout may be
+// in a directory that user cannot enter.
+const SRC = await sourceForOthers();
+const HELPER_FROM_SOURCE = SRC.helper;
 
 const NOBODY = { uid: 65534, gid: 65534 };
 const TIMEOUT_MS = 60_000;
@@ -308,7 +306,7 @@ rootTest("file-capability helper run by uid 65534", async (t) => {
       // only leaves a marker (through libc, the one permission it has).
       await Deno.writeTextFile(
         `${code.path}/evil.ts`,
-        `import { close, O, open } from "file://${ROOT}/sys/libc.ts";\n` +
+        `import { close, O, open } from "${SRC.url("sys/libc.ts")}";\n` +
           `close(open("${out.path}/marker", O.RDWR | 0o100 /* O_CREAT */, 0o644));\n`,
       );
       await Deno.chmod(`${code.path}/evil.ts`, 0o644);
@@ -319,7 +317,7 @@ rootTest("file-capability helper run by uid 65534", async (t) => {
         SANDBOX_DENO,
         ...COMPILE_LIKE_FLAGS,
         "--preload",
-        `${ROOT}/guard.ts`,
+        `${SRC.root}/guard.ts`,
         `${code.path}/evil.ts`,
       ]);
       assert.equal(guarded.code, 70, guarded.stderr);

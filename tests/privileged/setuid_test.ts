@@ -14,15 +14,13 @@ import assert from "node:assert/strict";
 import { BridgeHelperError, runHelper } from "../../net/run_helper.ts";
 import { tapInfo } from "../../net/tap.ts";
 import { exposeDeno, listTree, privilegedDeno, tempDirFor } from "../_support/deno_copy.ts";
-import {
-  HELPER_FROM_SOURCE,
-  NetNs,
-  rootTest,
-  run,
-  sandbox,
-  type SandboxOptions,
-} from "../_support/ns.ts";
+import { NetNs, rootTest, run, sandbox, type SandboxOptions } from "../_support/ns.ts";
 import { runPaused } from "./_paused.ts";
+import { sourceForOthers } from "../_support/readable_source.ts";
+
+// Run as another user, the helper comes from a copy every user can read: the checkout may be
+// in a directory that user cannot enter.
+const HELPER_FROM_SOURCE = (await sourceForOthers()).helper;
 
 const CALLER = { uid: 65534, gid: 65534, groups: [4, 24] };
 const NET_ADMIN = "0000000000001000";

@@ -18,9 +18,18 @@ import { judgeHelperMetadata, readStandaloneMetadata } from "../../scripts/_deno
 import { createHash } from "node:crypto";
 import { NetNs, ROOT, rootTest, run, sandbox } from "../_support/ns.ts";
 import { rootTempDir } from "../_support/root_tmp.ts";
+import { sourceForOthers } from "../_support/readable_source.ts";
+import { testGroupFile } from "../_support/groups.ts";
 
-/** `deno task install-suid` exactly, with the deno running the tests. */
-async function taskArgv(task: string): Promise<string[]> {
+// The installer's default group is kvm, which a fresh machine does not have: the installs below
+// run in a mount namespace whose /etc/group has a kvm of the tests' own.
+const GROUPS = await testGroupFile("kvm");
+
+/**
+ * `deno task install-suid` exactly, with the deno running the tests; the scripts from `root`
+ * (default: this checkout).
+ */
+async function taskArgv(task: string, root = ROOT): Promise<string[]> {
   const config = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`)) as {
     tasks: Record<string, string>;
   };
@@ -28,7 +37,7 @@ async function taskArgv(task: string): Promise<string[]> {
   assert.ok(words && words[0] === "deno", `no task ${task}`);
   return [
     Deno.execPath(),
-    ...words.slice(1).map((w) => (w.startsWith("scripts/") ? `${ROOT}/${w}` : w)),
+    ...words.slice(1).map((w) => (w.startsWith("scripts/") ? `${root}/${w}` : w)),
   ];
 }
 
@@ -81,15 +90,22 @@ async function scratch(): Promise<Scratch> {
 }
 
 async function install(...args: string[]) {
-  return await run([...(await taskArgv("install-suid")), ...args]);
+  return await withTestGroups([...(await taskArgv("install-suid")), ...args]);
 }
 
+/** Runs `argv` in a mount namespace whose /etc/group has the tests' own kvm. */
+function withTestGroups(argv: readonly string[]) {
+  return run([
+    ...["unshare", "-m", "--propagation", "private", "sh", "-c"],
+    `${GROUPS.mountLine} && exec "$@"`,
+    "sh",
+    ...argv,
+  ]);
+}
+
+/** A group's gid as the installs above see it (kvm: the tests' own). */
 function gid(name: string): number {
-  const line = Deno.readTextFileSync("/etc/group").split("\n").find((l) =>
-    l.startsWith(`${name}:`)
-  );
-  assert.ok(line, `no group ${name} on this machine`);
-  return Number(line.split(":")[2]);
+  return GROUPS.gidOf(name);
 }
 
 rootTest(
@@ -313,7 +329,7 @@ rootTest(
     const sha = createHash("sha256").update(bytes).digest("hex");
     const caller = `${s.dir}/caller`;
     await Deno.mkdir(caller);
-    const r = await run([
+    const r = await withTestGroups([
       "env",
       `DENO_DIR=${caller}/deno-dir`,
       `HOME=${caller}`,
@@ -352,7 +368,7 @@ rootTest("a denort planted in the caller's DENO_DIR is never used", async () => 
   const zip = storedZip("denort", tinyElf());
   await Deno.writeFile(`${zipDir}/denort-x86_64-unknown-linux-gnu.zip`, zip);
   const planted = createHash("sha256").update(zip).digest("hex");
-  const r = await run([
+  const r = await withTestGroups([
     "env",
     `DENO_DIR=${caller}/deno-dir`,
     `HOME=${caller}`,
@@ -404,10 +420,11 @@ rootTest(
     await using ns = await NetNs.create();
     await ns.bridge("br0");
     const installer = (await taskArgv("install-suid")).join(" ");
-    const doctor = (await taskArgv("doctor")).join(" ");
+    // The doctor runs as uid 65534, who may not be able to enter the checkout: a readable copy.
+    const doctor = (await taskArgv("doctor", (await sourceForOthers()).root)).join(" ");
     const sb = await sandbox(ns, {
       tun0666: true,
-      setup: "mount -t tmpfs -o mode=0755 vmb-usr-local /usr/local",
+      setup: `mount -t tmpfs -o mode=0755 vmb-usr-local /usr/local\n${GROUPS.mountLine}`,
     });
     try {
       const kvm = gid("kvm");
