@@ -69,7 +69,18 @@ export class TwoHosts implements AsyncDisposable {
     const hosts = new TwoHosts(kind, a, b);
     try {
       // The underlay: one veth, one end in each host, nothing else between them.
-      await a.ip("link", "add", "underlay", "type", "veth", "peer", "name", "underlay", "netns", b.name);
+      await a.ip(
+        "link",
+        "add",
+        "underlay",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "underlay",
+        "netns",
+        b.name,
+      );
       for (const h of ["a", "b"] as const) {
         await hosts.hosts[h].ip("link", "set", "underlay", "mtu", String(UNDERLAY_MTU), "up");
       }
@@ -89,8 +100,21 @@ export class TwoHosts implements AsyncDisposable {
       await ns.bridge(BRIDGE, { up: false });
       // The kernel's VXLAN device, unicast to the other host, enslaved to the bridge.
       await ns.ip(
-        "link", "add", "vxlan0", "type", "vxlan", "id", String(VNI),
-        "local", UNDERLAY[h], "remote", UNDERLAY[other(h)], "dstport", "4789", "dev", "underlay",
+        "link",
+        "add",
+        "vxlan0",
+        "type",
+        "vxlan",
+        "id",
+        String(VNI),
+        "local",
+        UNDERLAY[h],
+        "remote",
+        UNDERLAY[other(h)],
+        "dstport",
+        "4789",
+        "dev",
+        "underlay",
       );
       await ns.ip("link", "set", "vxlan0", "master", BRIDGE, "up");
       await ns.ip("link", "set", BRIDGE, "up");
@@ -306,5 +330,3 @@ export async function describeTunnel(hosts: TwoHosts, host: Host): Promise<strin
     `${p.name}${p.interfaceRows.map((i) => i.type ? ` (${i.type})` : "").join("")}`
   ).join(", ");
 }
-
-
