@@ -3,6 +3,7 @@
 // Deno-hosted machine at 10.0.77.2 that the namespace pings. Everything is removed at the end.
 // `--qemu` boots a tiny Linux guest under an unmodified QEMU with our helper instead; `--v86`
 // boots a 32-bit Linux guest in v86 (x86 in WebAssembly) inside this very Deno process.
+// `--hosts` shows two hosts on one segment (scripts/_demo_hosts.ts).
 
 import { bridgeNetdev } from "../mod.ts";
 import { respond } from "../examples/responder.ts";
@@ -131,6 +132,13 @@ async function v86Demo(ns: NetNs, helper: string[]): Promise<boolean> {
       `receive), ${c.fromGuest.frames} from it`,
   );
   return ping.code === 0 && /\b0% packet loss/.test(ping.stdout) && fetched;
+}
+
+if (Deno.args.includes("--hosts")) {
+  const { hostsDemo } = await import("./_demo_hosts.ts");
+  const hostsOk = await hostsDemo(say);
+  say(hostsOk ? "\ndemo: ok (hosts, bridges, tunnels and VMs removed)" : "\ndemo: FAILED");
+  Deno.exit(hostsOk ? 0 : 1);
 }
 
 const problems = await missing();
