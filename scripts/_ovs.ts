@@ -59,6 +59,8 @@ export class OvsInstance implements AsyncDisposable {
    * `vswitchd: false`) ovs-vswitchd; the Open_vSwitch root row is created through our client.
    */
   static async start(ns: NetNs, opts: { vswitchd?: boolean } = {}): Promise<OvsInstance> {
+    const missing = await ovsMissing();
+    if (missing.length > 0) throw new Error(`Open vSwitch is not installed: ${missing.join("; ")}`);
     const dir = await Deno.makeTempDir({ prefix: "vmb-ovs-" });
     const ovs = new OvsInstance(ns, dir);
     try {
