@@ -99,6 +99,12 @@ export interface RemovePortOptions {
    * refuse, so that the service never detaches an administrator's uplink or tunnel port).
    */
   force?: boolean;
+  /**
+   * Remove the port only if it is this Port row (the `port` uuid {@linkcode Ovsdb.addPort}
+   * returned). The kernel reuses tap names at once: after a VM's tap went, a new VM's tap may
+   * already carry the same name, and its port must not be removed in the old one's stead.
+   */
+  expectUuid?: string;
 }
 
 /**
@@ -335,12 +341,14 @@ export class Ovsdb implements Disposable {
 
   /**
    * Removes the port named `ifname` from its bridge (the database then drops the Port and
-   * Interface rows). Returns false when there is no such port (already gone), true when it was
-   * removed. Refuses (OvsdbError) a port that vm-bridge did not add, unless `force`.
+   * Interface rows). Returns false when there is no such port (already gone) or it is not the
+   * `expectUuid` row, true when it was removed. Refuses (OvsdbError) a port that vm-bridge did
+   * not add, unless `force`.
    */
   async removePort(ifname: string, options: RemovePortOptions = {}): Promise<boolean> {
     const port = parseFindPort(await this.transact(findPortOps(ifname)));
     if (port === undefined) return false;
+    if (options.expectUuid !== undefined && port.uuid !== options.expectUuid) return false;
     if (!options.force && !port.externalIds.has(EXT_UID)) {
       throw new OvsdbError(
         `Refusing to remove Open vSwitch port '${ifname}': it was not added by vm-bridge (no external_ids:${EXT_UID})`,

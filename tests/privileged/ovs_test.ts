@@ -238,3 +238,25 @@ rootTest("OVS: with the switch or the database down, the errors say so", async (
   assert.ok(Date.now() - t0 < 1000);
   await ns.ip("link", "del", "vmtap0");
 });
+
+rootTest(
+  "OVS: removing a dead VM's port by its row never removes a new VM's port of the same name",
+  async () => {
+    await using ns = await NetNs.create("vmb-ovs");
+    await using ovs = await OvsInstance.start(ns);
+    await ovs.addBridge("sw0");
+    await tap(ns, "vmtap0");
+    using db = ovs.db();
+    const first = await db.addPort({ bridge: "sw0", ifname: "vmtap0", externalIds: who(1) });
+    assert.equal(await db.removePort("vmtap0", { expectUuid: first.port }), true);
+    // The kernel gave the same name to the next VM's tap, which got its own port.
+    const second = await db.addPort({ bridge: "sw0", ifname: "vmtap0", externalIds: who(2) });
+    assert.notEqual(second.port, first.port);
+    // A late cleanup for the first VM finds a different row and leaves it alone.
+    assert.equal(await db.removePort("vmtap0", { expectUuid: first.port }), false);
+    assert.deepEqual(await vsctlPorts(ovs, "sw0"), ["vmtap0"]);
+    assert.equal(await db.removePort("vmtap0", { expectUuid: second.port }), true);
+    assert.deepEqual(await vsctlPorts(ovs, "sw0"), []);
+    await ns.ip("link", "del", "vmtap0");
+  },
+);
