@@ -58,7 +58,7 @@ import {
   sendSome,
 } from "../sys/libc.ts";
 
-export { OvsdbError } from "./protocol.ts";
+export { OvsdbError, staleVmPorts } from "./protocol.ts";
 export type { AddedPort, AddPortRequest, BridgeRow, InterfaceRow, PortInfo } from "./protocol.ts";
 
 /** Debian's ovsdb-server socket (`/run` and `/var/run` are the same directory). */

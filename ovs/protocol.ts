@@ -540,6 +540,18 @@ export function parseListPorts(bridge: string, results: Record<string, unknown>[
 }
 
 /**
+ * The ports vm-bridge added (their Port carries `vm-bridge-uid`) whose kernel device is gone:
+ * what a service finds at start-up after a crash between a tap's end and its cleanup. `exists`
+ * asks the kernel (if_nametoindex). An administrator's port is never listed.
+ */
+export function staleVmPorts(
+  ports: readonly PortInfo[],
+  exists: (ifname: string) => boolean,
+): PortInfo[] {
+  return ports.filter((p) => p.externalIds.has(EXT_UID) && !exists(p.name));
+}
+
+/**
  * Operations that wait (at most `timeoutMs`, on the server) until ovs-vswitchd has given the
  * interface an OpenFlow port number or an error, then read it back.
  */

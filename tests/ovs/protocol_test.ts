@@ -19,6 +19,7 @@ import {
   parseMessage,
   removePortOps,
   setMembers,
+  staleVmPorts,
   transactRequest,
   transactResults,
   waitAttachedOps,
@@ -314,4 +315,17 @@ test("JsonStreamSplitter refuses a stream that is not JSON objects or grows with
     () => new JsonStreamSplitter().push(new Uint8Array([0x7b, 0x22, 0xff, 0x22, 0x7d])),
     TypeError,
   );
+});
+
+test("staleVmPorts() lists only vm-bridge's ports whose device is gone", () => {
+  const port = (name: string, ours: boolean) => ({
+    uuid: U1,
+    name,
+    externalIds: new Map(ours ? [["vm-bridge-uid", "1000"]] : []),
+    interfaces: [],
+    interfaceRows: [],
+  });
+  const ports = [port("tap1", true), port("tap2", true), port("vxlan0", false), port("br0", false)];
+  const live = new Set(["tap1", "br0"]);
+  assert.deepEqual(staleVmPorts(ports, (n) => live.has(n)).map((p) => p.name), ["tap2"]);
 });
