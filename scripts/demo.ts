@@ -3,6 +3,7 @@
 // Deno-hosted machine at 10.0.77.2 that the namespace pings. Everything is removed at the end.
 // `--qemu` boots a tiny Linux guest under an unmodified QEMU with our helper instead; `--v86`
 // boots a 32-bit Linux guest in v86 (x86 in WebAssembly) inside this very Deno process.
+// `--hosts` shows two hosts on one segment (scripts/_demo_hosts.ts).
 
 import { bridgeNetdev } from "../mod.ts";
 import { respond } from "../examples/responder.ts";
@@ -112,11 +113,19 @@ async function v86Demo(ns: NetNs, helper: string[]): Promise<boolean> {
 
 // The packages first (scripts/packages.txt): installed here as root on Debian/Ubuntu, else one
 // line naming them and the command, and nothing runs.
-const purposes = ["demo", ...["qemu", "v86"].filter((p) => Deno.args.includes(`--${p}`))];
+const purposes = ["demo", ...["qemu", "v86", "hosts"].filter((p) => Deno.args.includes(`--${p}`))];
 await ensurePackages(
   purposes,
   `deno task demo${Deno.args.length ? " " + Deno.args.join(" ") : ""}`,
 );
+
+if (Deno.args.includes("--hosts")) {
+  const { hostsDemo } = await import("./_demo_hosts.ts");
+  const hostsOk = await hostsDemo(say);
+  say(hostsOk ? "\ndemo: ok (hosts, bridges, tunnels and VMs removed)" : "\ndemo: FAILED");
+  Deno.exit(hostsOk ? 0 : 1);
+}
+
 const problems = await missing();
 if (problems.length > 0) {
   for (const p of problems) console.error(`demo: ${p}`);

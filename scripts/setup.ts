@@ -20,7 +20,7 @@ export interface PackageSpec {
   probe: string;
 }
 
-const PURPOSES: ReadonlySet<string> = new Set(["demo", "qemu", "v86", "test", "bench"]);
+const PURPOSES: ReadonlySet<string> = new Set(["demo", "qemu", "v86", "hosts", "test", "bench"]);
 
 /**
  * Parses scripts/packages.txt: `package purposes probe` a line, `#` comments. Pure.

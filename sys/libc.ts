@@ -140,6 +140,14 @@ const GROUPS = {
     // int unlinkat(int dirfd, const char *path, int flags);
     unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   },
+  // A client stream socket: the Open vSwitch database connection (ovs/ovsdb.ts).
+  stream: {
+    // int connect(int fd, const struct sockaddr *addr, socklen_t len);
+    connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+    // ssize_t send(int fd, const void *buf, size_t n, int flags);  (result read as int: the
+    // messages sent are far below 2 GiB)
+    send: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
+  },
   // Bench-only symbols (bench/netdev.ts); the library never loads them.
   bench: {
     // Bench-only: the same read(2)/write(2) run on a worker thread, one promise per call. This
@@ -178,6 +186,7 @@ const ids = () => lib("ids");
 const proc = () => lib("proc");
 const fs = () => lib("fs");
 const bench = () => lib("bench");
+const stream = () => lib("stream");
 
 /** Reads errno. Call it straight after the failing call, before anything else touches libc. */
 function errno(): number {
@@ -222,6 +231,7 @@ const ERRNO_NAMES: ReadonlyMap<number, string> = new Map([
   [105, "ENOBUFS"],
   [107, "ENOTCONN"],
   [110, "ETIMEDOUT"],
+  [111, "ECONNREFUSED"],
 ]);
 
 /** A failed system call: names the call and carries errno and glibc's text for it. */
@@ -768,6 +778,47 @@ export function recvFds(sock: number): Received | undefined {
   if (messages > 1) problems.push(`expected one control message, got ${messages}`);
   if (fds.length !== 1 && n > 0n) problems.push(`expected one fd, got ${fds.length}`);
   return { bytes: Number(n), fds, problems };
+}
+
+/** sizeof(struct sockaddr_un): sa_family_t (2 bytes) and sun_path[108]. */
+const SOCKADDR_UN_SIZE = 110;
+
+/**
+ * Opens a non-blocking, close-on-exec AF_UNIX stream socket and connects it to `path`. A Unix
+ * socket connect completes at once or fails (EAGAIN when the listener's backlog is full), so a
+ * non-blocking connect never leaves the caller waiting. Throws RangeError when the path does not
+ * fit sun_path, OsError("connect(PATH)") when the connect fails; the socket is closed then.
+ */
+export function connectUnixStream(path: string): number {
+  const bytes = cstr(path);
+  if (bytes.byteLength > SOCKADDR_UN_SIZE - 2) {
+    throw new RangeError(`Unix socket path is too long (at most 107 bytes): '${path}'`);
+  }
+  const addr = new Uint8Array(new ArrayBuffer(SOCKADDR_UN_SIZE));
+  new DataView(addr.buffer).setUint16(0, SOCK.AF_UNIX, true);
+  addr.set(bytes, 2);
+  const fd = socket(SOCK.AF_UNIX, SOCK.STREAM | SOCK.NONBLOCK);
+  const r = stream().connect(fd, addr, 2 + bytes.byteLength);
+  if (r < 0) {
+    const e = errno();
+    base().close(fd);
+    throw new OsError(`connect(${path})`, e);
+  }
+  return fd;
+}
+
+/**
+ * send(2) with MSG_NOSIGNAL (a closed peer is an EPIPE error, not a SIGPIPE death) and
+ * MSG_DONTWAIT. Returns the byte count, or -1 when the socket buffer is full.
+ */
+export function sendSome(fd: number, buf: Uint8Array<ArrayBuffer>): number {
+  const n = stream().send(fd, buf, BigInt(buf.byteLength), SOCK.MSG_NOSIGNAL | SOCK.MSG_DONTWAIT);
+  if (n < 0) {
+    const e = errno();
+    if (e === E.EAGAIN) return -1;
+    throw new OsError("send", e);
+  }
+  return n;
 }
 
 // ---------------------------------------------------------------------------------------------

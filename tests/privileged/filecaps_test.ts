@@ -189,7 +189,7 @@ rootTest("file-capability helper run by uid 65534", async (t) => {
       // 2. Past the ACL with a chroot into a tmpfs the caller owns (everything in it maps to 0):
       //    the ACL allows, but the capability the helper holds there is the namespace's, and this
       //    network namespace belongs to the initial one: no tap.
-      const binds = [ROOT, denoDir.path, "/usr", "/dev", "/proc"];
+      const binds = [SRC.root, denoDir.path, "/usr", "/dev", "/proc"];
       const chroot = [
         "set -e",
         "mount -t tmpfs -o mode=0755 vmb-evil-root /srv",
