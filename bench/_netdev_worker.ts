@@ -184,7 +184,8 @@ async function netdev(): Promise<Netdev> {
   const mod = cfg.role === "base" && cfg.netdevModule
     ? await import(cfg.netdevModule) as typeof import("../net/netdev.ts")
     : await import("../net/netdev.ts");
-  return new mod.Netdev(tap());
+  const fd = tap();
+  return new mod.Netdev(fd.release() as never);
 }
 
 /** Receiving with Netdev.listen: the library's fast path. */

@@ -193,6 +193,7 @@ const ERRNO_NAMES: ReadonlyMap<number, string> = new Map([
   [40, "ELOOP"],
   [77, "EBADFD"],
   [88, "ENOTSOCK"],
+  [90, "EMSGSIZE"],
   [95, "EOPNOTSUPP"],
   [97, "EAFNOSUPPORT"],
   [105, "ENOBUFS"],
@@ -236,6 +237,7 @@ export const E = {
   EPIPE: 32,
   ELOOP: 40,
   ENOTSOCK: 88,
+  EMSGSIZE: 90,
   EOPNOTSUPP: 95,
   ENOBUFS: 105,
 } as const;

@@ -76,7 +76,7 @@ Deno.test({
 Deno.test("new Netdev() rejects an fd that is not a tun/tap, and leaves it open", () => {
   using fd = new Fd(open("/dev/null", O.RDWR));
   assert.throws(
-    () => new Netdev(fd),
+    () => new Netdev(fd.value),
     (e: unknown) => e instanceof OsError && e.syscall === "ioctl(TUNGETIFF)" && e.code === "ENOTTY",
   );
   assert.equal(isOpen(fd.value), true);

@@ -145,8 +145,8 @@ rootTest("Netdev frames of 60 to 1514 bytes cross a bridge intact and are counte
     assert.deepEqual(f, sent[i], `frame ${i} (${f.length} bytes) differs`);
   }
   const total = sent.reduce((n, f) => n + f.length, 0);
-  assert.deepEqual(a.counters.tx, { frames: sent.length, bytes: total, drops: 0 });
-  assert.deepEqual(b.counters.rx, { frames: rx.frames, bytes: rx.bytes, drops: 0 });
+  assert.deepEqual(a.counters.tx, { frames: sent.length, bytes: total, drops: 0, errors: 0 });
+  assert.deepEqual(b.counters.rx, { frames: rx.frames, bytes: rx.bytes, drops: 0, errors: 0 });
 
   // And back, unicast to the MAC the bridge has now learnt on a's port.
   const ra = collect(a);
@@ -371,10 +371,10 @@ rootTest("vnetHdr: raw mode counts frame bytes without the header, as documented
     wire += f.length - h;
   });
   await sendPaced(p, [testFrame(100, 1, MAC_A, MAC_B)], () => frames);
-  assert.deepEqual(v.counters.rx, { frames, bytes: wire, drops: 0 });
+  assert.deepEqual(v.counters.rx, { frames, bytes: wire, drops: 0, errors: 0 });
   const rp = collect(p);
   await sendPaced(v, [withHeader(h, testFrame(200, 2))], () => rp.got.length);
-  assert.deepEqual(v.counters.tx, { frames: 1, bytes: 200, drops: 0 });
+  assert.deepEqual(v.counters.tx, { frames: 1, bytes: 200, drops: 0, errors: 0 });
   await v.close();
   await done;
 });
@@ -672,6 +672,161 @@ rootTest("The event loop keeps ticking while 100k frames flood into a Netdev", a
     await done;
   } finally {
     child.kill("SIGKILL");
+    await child.output().catch(() => {});
+    await cleanup();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// What a first user tripped on (issue 9, section 3)
+
+rootTest(
+  "send() on a tap whose link is down returns false and counts EIO; never throws",
+  async () => {
+    await using lab = await Lab.create();
+    await using a = await lab.nic();
+    await lab.ns.ip("link", "set", a.name, "down");
+    let ok: boolean | undefined;
+    assert.doesNotThrow(() => (ok = a.send(testFrame(60, 1))));
+    assert.equal(ok, false);
+    assert.equal(a.counters.tx.errors, 1);
+    assert.equal(a.counters.tx.frames, 0);
+    assert.equal(a.counters.tx.lastError?.code, "EIO");
+    assert.equal(a.counters.tx.lastError?.message, `write(${a.name}): Input/output error`);
+    // write() and the writable stream: the same, a resolved false and no rejection.
+    assert.equal(await a.write(testFrame(60, 2)), false);
+    const w = a.writable.getWriter();
+    await w.write(testFrame(60, 3));
+    await w.close();
+    assert.equal(a.counters.tx.errors, 3);
+  },
+);
+
+rootTest(
+  "send() of a 13-byte frame returns false and counts EINVAL; listen() goes on",
+  async () => {
+    await using lab = await Lab.create();
+    await using a = await lab.nic();
+    await using b = await lab.nic();
+    // A forwarder b → a whose sends all fail (a 13-byte cut of each frame): listen() must survive.
+    let forwarded = 0;
+    const fwd = b.listen((f) => {
+      if (!isTest(f)) return;
+      a.send(f.subarray(0, 13));
+      forwarded++;
+    });
+    const back = [testFrame(60, 1, MAC_A, MAC_B), testFrame(61, 2, MAC_A, MAC_B)];
+    const rxa = collect(a);
+    await sendPaced(a, back, () => forwarded);
+    assert.equal(a.counters.tx.lastError?.code, "EINVAL");
+    assert.equal(a.counters.tx.errors, 2);
+    assert.equal(b.closed, false);
+    // Still forwarding: the handler never threw, listen() is still reading.
+    await sendPaced(a, [testFrame(62, 3, MAC_A, MAC_B)], () => forwarded);
+    assert.equal(forwarded, 3);
+    await b.close();
+    await a.close();
+    await fwd;
+    await rxa.done;
+  },
+);
+
+rootTest("a forwarder keeps forwarding after the far link goes down and up again", async () => {
+  await using lab = await Lab.create();
+  await using a = await lab.nic();
+  await using b = await lab.nic();
+  await using c = await lab.nic();
+  // c → (b listens, forwards to a) ; the test watches a's peer side via the bridge on c.
+  const fwd = b.listen((f) => {
+    if (isTest(f)) a.send(f);
+  });
+  const rxc = collect(c);
+  await lab.ns.ip("link", "set", a.name, "down");
+  c.send(testFrame(60, 1, MAC_B, MAC_A));
+  await waitFor("an EIO", () => a.counters.tx.errors >= 1);
+  await lab.ns.ip("link", "set", a.name, "up");
+  await lab.forwarding(a.name);
+  c.send(testFrame(70, 2, [0xff, 0xff, 0xff, 0xff, 0xff, 0xff], MAC_A));
+  await waitFor("the forwarded frame", () => a.counters.tx.frames >= 1);
+  assert.equal(b.closed, false);
+  await b.close();
+  await fwd; // resolves: listen() never rejected
+  await c.close();
+  await rxc.done;
+});
+
+rootTest("nic.readable is one stream; getting it claims nothing until it is read", async () => {
+  await using lab = await Lab.create();
+  await using a = await lab.nic();
+  await using b = await lab.nic();
+  const s = b.readable;
+  assert.equal(b.readable, s, "one cached stream per Netdev");
+  await new Promise((r) => setTimeout(r, 50));
+  // Never read: the for-await loop below must still be allowed to read.
+  const pump = (async () => {
+    await new Promise((r) => setTimeout(r, 50));
+    a.send(testFrame(60, 1));
+  })();
+  for await (const f of b) {
+    if (isTest(f)) break;
+  }
+  await pump;
+  // Now read the stream for real: it claims the reader, and names itself to the next one.
+  const reader = s.getReader();
+  const first = reader.read();
+  await new Promise((r) => setTimeout(r, 50));
+  assert.throws(() => b.listen(() => {}), {
+    message: `Netdev \`${b.name}' already has a reader: the readable stream`,
+  });
+  a.send(testFrame(60, 2));
+  assert.ok((await first).value);
+  await reader.cancel();
+});
+
+rootTest("'already has a reader' names the reader: listen() or the async iterator", async () => {
+  await using lab = await Lab.create();
+  await using b = await lab.nic();
+  const stop = new AbortController();
+  const l = b.listen(() => {}, { signal: stop.signal });
+  assert.throws(() => b.listen(() => {}), {
+    message: `Netdev \`${b.name}' already has a reader: listen()`,
+  });
+  await assert.rejects(b.frames().next(), {
+    message: `Netdev \`${b.name}' already has a reader: listen()`,
+  });
+  stop.abort();
+  await l;
+  const it = b.frames();
+  const pending = it.next();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.throws(() => b.listen(() => {}), {
+    message: `Netdev \`${b.name}' already has a reader: frames()`,
+  });
+  await b.close();
+  assert.deepEqual(await pending, { done: true, value: undefined });
+});
+
+rootTest("tapNetdev({ ifname }) on a tun says it is a tun, not a tap", async () => {
+  await using lab = await Lab.create();
+  await lab.ns.ip("tuntap", "add", "dev", "tun7", "mode", "tun");
+  const { child, cleanup } = await denoInNs(
+    lab.ns,
+    `import { tapNetdev } from MOD;
+     try {
+       await tapNetdev({ ifname: "tun7" });
+       console.log(JSON.stringify({ ok: true }));
+     } catch (e) {
+       console.log(JSON.stringify({ name: e.name, message: e.message }));
+     }`,
+    {},
+  );
+  try {
+    assert.deepEqual(await firstLine(child), {
+      name: "TypeError",
+      message: "`tun7' is a tun, not a tap",
+    });
+    assert.equal((await child.status).code, 0);
+  } finally {
     await child.output().catch(() => {});
     await cleanup();
   }
