@@ -47,5 +47,7 @@ export type {
   VnetMode,
 } from "./net/netdev.ts";
 export { BridgeHelperError, HELPER_FD } from "./net/run_helper.ts";
+export { createTap } from "./net/create.ts";
+export type { CreateTapOptions } from "./net/create.ts";
 export { OsError } from "./sys/libc.ts";
 export type { ExitStatus } from "./sys/libc.ts";

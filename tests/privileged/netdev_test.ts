@@ -831,3 +831,142 @@ rootTest("tapNetdev({ ifname }) on a tun says it is a tun, not a tap", async () 
     await cleanup();
   }
 });
+
+// ---------------------------------------------------------------------------------------------
+// Controls: creating a tap, carrier, MAC, sndbuf, the kernel's counters, multiqueue. Each runs
+// as root inside the lab's namespace (a tap is created in the caller's namespace, and the
+// kernel's counters are read from it), reporting what it saw as one JSON line.
+
+/** Runs `code` in the lab's namespace as root; returns its first line, parsed. */
+async function inLab(lab: Lab, code: string): Promise<Record<string, unknown>> {
+  const { child, cleanup } = await denoInNs(lab.ns, code, {});
+  try {
+    const line = await firstLine(child);
+    assert.equal((await child.status).code, 0);
+    return line;
+  } finally {
+    await child.output().catch(() => {});
+    await cleanup();
+  }
+}
+
+rootTest("createTap() makes a tap on a bridge, up, 0xfe MAC; closing removes it", async () => {
+  await using lab = await Lab.create();
+  const got = await inLab(
+    lab,
+    `import { createTap } from MOD;
+     const sh = async (...a) => new TextDecoder().decode((await new Deno.Command("ip", { args: a }).output()).stdout);
+     const [nic] = await createTap({ bridge: "br0", name: "vmtap%d" });
+     const link = JSON.parse(await sh("-j", "link", "show", nic.name))[0];
+     const out = { name: nic.name, master: link.master, up: link.flags.includes("UP"), mac: nic.mac, ipMac: link.address, mtu: nic.mtu };
+     await nic.close();
+     out.after = (await sh("-br", "link")).includes(out.name);
+     let bad;
+     try { await createTap({ bridge: "nosuchbr" }); } catch (e) { bad = e.message; }
+     out.bad = bad;
+     out.left = (await sh("-br", "link")).split("\\n").filter((l) => l.startsWith("tap")).length;
+     console.log(JSON.stringify(out));`,
+  );
+  assert.equal(got.name, "vmtap0");
+  assert.equal(got.master, "br0");
+  assert.equal(got.up, true);
+  assert.equal(got.mac, got.ipMac);
+  assert.match(String(got.mac), /^fe:/);
+  assert.equal(got.mtu, 1500);
+  assert.equal(got.after, false, "the tap outlived its Netdev");
+  assert.match(String(got.bad), /^if_nametoindex|SIOCBRADDIF|No such device/);
+  assert.equal(got.left, 0, "a failed createTap() left a tap behind");
+});
+
+rootTest("Netdev.setCarrier(), setMac() and setSndbuf() change the tap as asked", async () => {
+  await using lab = await Lab.create();
+  const got = await inLab(
+    lab,
+    `import { createTap } from MOD;
+     const read = (p) => Deno.readTextFileSync(p).trim();
+     const [nic] = await createTap({ bridge: "br0" });
+     const sys = "/sys/class/net/" + nic.name;
+     await new Promise((r) => setTimeout(r, 100));
+     const out = { carrier0: read(sys + "/carrier") };
+     nic.setCarrier(false);
+     out.carrierOff = read(sys + "/carrier");
+     nic.setCarrier(true);
+     out.carrierOn = read(sys + "/carrier");
+     nic.setMac("52:54:00:aa:bb:cc");
+     out.mac = nic.mac;
+     out.sysMac = read(sys + "/address");
+     out.sndbuf0 = nic.sndbuf;
+     nic.setSndbuf(65536);
+     out.sndbuf = nic.sndbuf;
+     try { nic.setMac("01:00:5e:00:00:01"); } catch (e) { out.multicast = e.message; }
+     await nic.close();
+     console.log(JSON.stringify(out));`,
+  );
+  assert.deepEqual(got, {
+    carrier0: "1",
+    carrierOff: "0",
+    carrierOn: "1",
+    mac: "52:54:00:aa:bb:cc",
+    sysMac: "52:54:00:aa:bb:cc",
+    sndbuf0: 0x7fffffff,
+    sndbuf: 65536,
+    multicast: "A multicast MAC address cannot be a NIC's: `01:00:5e:00:00:01'",
+  });
+});
+
+rootTest("Netdev.kernelCounters() shows the tap's own drops next to our counters", async () => {
+  await using lab = await Lab.create();
+  const got = await inLab(
+    lab,
+    `import { createTap } from MOD;
+     const [a] = await createTap({ bridge: "br0" });
+     const [b] = await createTap({ bridge: "br0" });
+     await new Deno.Command("ip", { args: ["link", "set", a.name, "txqueuelen", "10"] }).output();
+     // Wait for both ports to forward.
+     for (let i = 0; i < 200; i++) {
+       const j = JSON.parse(new TextDecoder().decode((await new Deno.Command("ip", { args: ["-j", "-d", "link", "show", "master", "br0"] }).output()).stdout));
+       if (j.length === 2 && j.every((l) => l.linkinfo?.info_slave_data?.state === "forwarding")) break;
+       await new Promise((r) => setTimeout(r, 20));
+     }
+     const k0 = a.kernelCounters();
+     const f = new Uint8Array(60).fill(0xff, 0, 6);
+     f.set([2, 0, 0, 0, 0, 0x0b], 6); f[12] = 0x88; f[13] = 0xb5;
+     for (let i = 0; i < 100; i++) b.send(f);
+     await new Promise((r) => setTimeout(r, 200));
+     const k1 = a.kernelCounters();
+     const kb = b.kernelCounters();
+     // Now read what a's queue kept: the kernel counts a frame as sent when we read it.
+     const stop = new AbortController();
+     setTimeout(() => stop.abort(), 300);
+     await a.listen(() => {}, { signal: stop.signal });
+     const k2 = a.kernelCounters();
+     console.log(JSON.stringify({ dropped: k1.txDropped - k0.txDropped, read: a.counters.rx.frames, kernelRead: k2.txPackets - k0.txPackets, bSent: b.counters.tx.frames, bKernel: kb.rxPackets }));
+     await a.close(); await b.close();`,
+  );
+  assert.equal(got.bSent, 100);
+  assert.equal(got.bKernel, 100, "the kernel's rx count of b matches our tx count");
+  // Nobody read a: its queue of 10 filled and the rest was dropped, which only the kernel saw.
+  assert.equal(got.dropped, 90);
+  assert.equal(got.read, 10);
+  assert.equal(got.kernelRead, 10, "the kernel's tx count of a matches our rx count");
+});
+
+rootTest("createTap({ queues: 2 }) gives two Netdevs on one multiqueue tap", async () => {
+  await using lab = await Lab.create();
+  const got = await inLab(
+    lab,
+    `import { createTap } from MOD;
+     const qs = await createTap({ bridge: "br0", queues: 2 });
+     const link = JSON.parse(new TextDecoder().decode((await new Deno.Command("ip", { args: ["-j", "-d", "link", "show", qs[0].name] }).output()).stdout))[0];
+     const out = { n: qs.length, names: qs.map((q) => q.name), multi: link.linkinfo?.info_data?.multi_queue ?? null, numTx: link.num_tx_queues };
+     let bad;
+     try { await createTap({ queues: 0 }); } catch (e) { bad = e.message; }
+     out.bad = bad;
+     for (const q of qs) await q.close();
+     console.log(JSON.stringify(out));`,
+  );
+  assert.equal(got.n, 2);
+  assert.equal((got.names as string[])[0], (got.names as string[])[1]);
+  assert.equal(got.multi, true);
+  assert.equal(got.bad, "Invalid number of queues: 0 (1 to 256)");
+});
