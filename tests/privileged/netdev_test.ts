@@ -970,3 +970,145 @@ rootTest("createTap({ queues: 2 }) gives two Netdevs on one multiqueue tap", asy
   assert.equal(got.multi, true);
   assert.equal(got.bad, "Invalid number of queues: 0 (1 to 256)");
 });
+
+// ---------------------------------------------------------------------------------------------
+// Batches, and every path delivering every frame (issue 9, section 1)
+
+rootTest(
+  "batches() hands over every frame in reusable batches; writeBatch() forwards them",
+  async () => {
+    await using lab = await Lab.create();
+    await using a = await lab.nic();
+    await using b = await lab.nic();
+    await using c = await lab.nic();
+    // b forwards to c with writeBatch(). b and c are isolated ports, so what c sends reaches only
+    // a (no loop back into b), and a sees what it sent come back, byte for byte, in order.
+    for (const n of [b.name, c.name]) {
+      await lab.ns.sh(`bridge link set dev ${n} isolated on`);
+    }
+    const sent = Array.from({ length: 300 }, (_, i) => testFrame(60 + (i * 37) % 1455, i));
+    const rxa = collect(a);
+    const forwarded: Uint8Array[] = [];
+    const seen = new Set<unknown>();
+    let sizes = 0;
+    const fwd = (async () => {
+      for await (const batch of b.batches()) {
+        seen.add(batch);
+        sizes += batch.length;
+        const tests = [...batch].filter(isTest);
+        for (const f of tests) forwarded.push(f.slice());
+        assert.equal(c.writeBatch(tests), tests.length);
+        if (forwarded.length === sent.length) break;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 50));
+    await sendPaced(a, sent, () => forwarded.length);
+    await fwd;
+    assert.deepEqual(forwarded, sent);
+    assert.equal(seen.size, 1, "one batch object, reused");
+    assert.equal(b.counters.rx.frames, sizes);
+    await waitFor("a to get every frame back", () => rxa.got.length === sent.length);
+    assert.deepEqual(rxa.got, sent);
+    assert.equal(c.counters.tx.frames, sent.length);
+    // The loop ended with break: the reader is free again.
+    const again = b.listen(() => {});
+    await b.close();
+    await again;
+    await a.close();
+    await rxa.done;
+  },
+);
+
+rootTest("every receive path delivers every frame, counted", async () => {
+  await using lab = await Lab.create();
+  await using a = await lab.nic();
+  await using b = await lab.nic();
+  const N = 200;
+  const paths: [string, (want: number, got: Uint8Array[]) => Promise<void>][] = [
+    ["listen()", async (want, got) => {
+      const stop = new AbortController();
+      const done = b.listen((f) => {
+        if (isTest(f)) got.push(f.slice());
+        if (got.length === want) stop.abort();
+      }, { signal: stop.signal });
+      await done;
+    }],
+    ["for await", async (want, got) => {
+      for await (const f of b) if (isTest(f) && got.push(f) === want) break;
+    }],
+    ["frames({ reuse })", async (want, got) => {
+      for await (const f of b.frames({ reuse: true })) {
+        if (isTest(f) && got.push(f.slice()) === want) break;
+      }
+    }],
+    ["readable", async (want, got) => {
+      const r = b.readable.getReader();
+      while (got.length < want) {
+        const { value } = await r.read();
+        if (value && isTest(value)) got.push(value);
+      }
+      await r.cancel();
+    }],
+    ["batches()", async (want, got) => {
+      for await (const batch of b.batches()) {
+        for (const f of batch) if (isTest(f)) got.push(f.slice());
+        if (got.length >= want) break;
+      }
+    }],
+  ];
+  for (const [i, [what, read]] of paths.entries()) {
+    const sent = Array.from({ length: N }, (_, j) => testFrame(60 + ((j * 53) % 1455), i * N + j));
+    const got: Uint8Array[] = [];
+    const rx0 = b.counters.rx.frames;
+    const reading = read(N, got);
+    await new Promise((r) => setTimeout(r, 50));
+    await sendPaced(a, sent, () => got.length);
+    await reading;
+    assert.equal(got.length, N, `${what}: frames received`);
+    assert.deepEqual(got, sent, `${what}: frames differ`);
+    assert.ok(b.counters.rx.frames - rx0 >= N, `${what}: rx.frames`);
+  }
+  assert.equal(b.counters.rx.drops, 0);
+});
+
+rootTest("every send path delivers every frame, counted", async () => {
+  await using lab = await Lab.create();
+  await using a = await lab.nic();
+  await using b = await lab.nic();
+  const rx = collect(b);
+  const N = 200;
+  const writer = a.writable.getWriter();
+  const paths: [string, (fs: Uint8Array[]) => Promise<void>][] = [
+    ["send()", async (fs) => {
+      for (const f of fs) assert.ok(a.send(f));
+    }],
+    ["write()", async (fs) => {
+      for (const f of fs) assert.equal(await a.write(f), true);
+    }],
+    ["writable", async (fs) => {
+      for (const f of fs) await writer.write(f);
+    }],
+    ["writeBatch()", async (fs) => {
+      assert.equal(a.writeBatch(fs), fs.length);
+    }],
+  ];
+  let total = 0;
+  for (const [i, [what, write]] of paths.entries()) {
+    const sent = Array.from({ length: N }, (_, j) => testFrame(60 + ((j * 53) % 1455), i * N + j));
+    const before = rx.got.length;
+    for (let k = 0; k < N; k += 50) {
+      await write(sent.slice(k, k + 50));
+      await waitFor(`${what}: frames`, () => rx.got.length >= before + k + Math.min(50, N - k));
+    }
+    assert.deepEqual(rx.got.slice(before), sent, `${what}: frames differ`);
+    total += N;
+    assert.equal(a.counters.tx.frames, total, `${what}: tx.frames`);
+  }
+  await writer.close();
+  assert.deepEqual(
+    { drops: a.counters.tx.drops, errors: a.counters.tx.errors },
+    { drops: 0, errors: 0 },
+  );
+  await b.close();
+  await rx.done;
+});
