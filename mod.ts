@@ -42,6 +42,7 @@ export type {
   KernelCounters,
   NetdevCounters,
   NetdevOptions,
+  Offload,
   Packet,
   VnetHeader,
   VnetMode,

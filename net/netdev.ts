@@ -23,6 +23,7 @@ import {
   setTapSndbuf,
   tapInfo,
   tapMac,
+  tapSetOffload,
   tapSndbuf,
   vnetHdrSize,
 } from "./tap.ts";
@@ -110,8 +111,47 @@ export type VnetMode =
   /** Frames carry the header both ways, untouched (for an emulated virtio-net device). */
   | "raw";
 
+/**
+ * A tap offload (TUNSETOFFLOAD): the kernel may then hand over, and take, frames of up to 64 KiB
+ * whose virtio-net header carries the GSO metadata (segment size, header length) and a partial
+ * checksum, instead of one MTU-sized frame per segment. `csum` is the base of the others.
+ */
+export type Offload =
+  /** Partial checksums (VIRTIO_NET_HDR_F_NEEDS_CSUM): TUN_F_CSUM. */
+  | "csum"
+  /** TCP segmentation offload over IPv4: TUN_F_TSO4. */
+  | "tso4"
+  /** TCP segmentation offload over IPv6: TUN_F_TSO6. */
+  | "tso6"
+  /** TSO with the ECN bit (CWR) set: TUN_F_TSO_ECN. */
+  | "tso-ecn"
+  /** UDP fragmentation offload (accepted and ignored by Linux since 4.14): TUN_F_UFO. */
+  | "ufo"
+  /** UDP segmentation offload over IPv4 (Linux 6.2+): TUN_F_USO4. */
+  | "uso4"
+  /** UDP segmentation offload over IPv6 (Linux 6.2+): TUN_F_USO6. */
+  | "uso6";
+
+/** TUN_F_* (linux/if_tun.h). */
+const OFFLOAD_BITS: ReadonlyMap<Offload, number> = new Map<Offload, number>([
+  ["csum", 0x01],
+  ["tso4", 0x02],
+  ["tso6", 0x04],
+  ["tso-ecn", 0x08],
+  ["ufo", 0x10],
+  ["uso4", 0x20],
+  ["uso6", 0x40],
+]);
+
 /** Options for a Netdev. */
 export interface NetdevOptions {
+  /**
+   * Offloads to enable (TUNSETOFFLOAD), for example `["csum", "tso4", "tso6"]`. They need a tap
+   * with a virtio-net header and `vnetMode: "raw"` (the header carries each frame's GSO
+   * metadata, which strip mode would lose): received frames may then be up to 64 KiB long, and
+   * send() takes such frames, header first. Default none.
+   */
+  offloads?: readonly Offload[];
   /** What to do with the virtio-net header; only matters when the tap has one. */
   vnetMode?: VnetMode;
   /**
@@ -150,8 +190,11 @@ export interface FrameBatch extends Iterable<Uint8Array> {
 }
 
 const MAX_FRAME = 65536;
-/** What one read(2) may return: a 64 KiB frame and the largest virtio-net header. */
-const MAX_READ = MAX_FRAME + 16;
+/**
+ * What one read(2) may take: a 64 KiB GSO frame (an IP packet of up to 65535 bytes behind an
+ * Ethernet and a VLAN header), and the largest virtio-net header, with room to spare.
+ */
+const MAX_READ = MAX_FRAME + 256;
 const MAX_READ_BIG = BigInt(MAX_READ);
 
 /**
@@ -285,6 +328,8 @@ export class Netdev implements AsyncDisposable {
   readonly vnetHdrLen: number;
   /** What is done with the header: frames you see carry it only in `"raw"` mode. */
   readonly vnetMode: VnetMode;
+  /** The offloads the kernel accepted (TUNSETOFFLOAD), in the order asked; empty by default. */
+  readonly offloads: readonly Offload[];
   /** Live counters. */
   readonly counters: NetdevCounters = {
     rx: { frames: 0, bytes: 0, drops: 0, errors: 0 },
@@ -319,7 +364,10 @@ export class Netdev implements AsyncDisposable {
    * @param fd An open tap fd (from /dev/net/tun after TUNSETIFF, or handed over by a parent).
    * @param options Header mode, queue bounds and burst size.
    * @throws {OsError} when the fd is not a tun/tap fd; it is then left open, still the caller's.
-   * @throws {TypeError} when the fd is a tun rather than a tap (it is left open too).
+   * @throws {TypeError} when the fd is a tun rather than a tap (it is left open too), or
+   * offloads are asked without a virtio-net header or in strip mode.
+   * @throws {RangeError} for an unknown offload, or one the kernel refuses (the message names
+   * them).
    */
   constructor(fd: number, options: NetdevOptions = {}) {
     const info = tapInfo(fd);
@@ -337,6 +385,7 @@ export class Netdev implements AsyncDisposable {
     this.vnetHdrLen = info.vnetHdr ? vnetHdrSize(fd) : 0;
     this.vnetMode = options.vnetMode ?? "strip";
     this.mtu = ownMtu(fd, info.name);
+    this.offloads = setOffloads(fd, options.offloads ?? [], info.vnetHdr, this.vnetMode);
     this.#burst = burst;
     this.#rxQueueMax = rxQueue;
     this.#txQueueMax = txQueue;
@@ -932,6 +981,61 @@ export class Netdev implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/**
+ * Checks and applies the asked offloads with one TUNSETOFFLOAD; returns them. When the kernel
+ * refuses the set (EINVAL), finds which it refuses, one by one on top of `csum`, and says so.
+ */
+function setOffloads(
+  fd: number,
+  asked: readonly Offload[],
+  vnetHdr: boolean,
+  mode: VnetMode,
+): Offload[] {
+  if (asked.length === 0) return [];
+  let bits = 0;
+  for (const o of asked) {
+    const bit = OFFLOAD_BITS.get(o);
+    if (bit === undefined) {
+      throw new RangeError(
+        `Unknown offload: \`${o}' (known: ${[...OFFLOAD_BITS.keys()].join(", ")})`,
+      );
+    }
+    bits |= bit;
+  }
+  if (!vnetHdr) {
+    throw new TypeError("Offloads need the virtio-net header: open the tap with vnetHdr: true");
+  }
+  if (mode !== "raw") {
+    throw new TypeError(
+      'Offloads need vnetMode "raw": strip mode would drop the header with the GSO metadata',
+    );
+  }
+  try {
+    tapSetOffload(fd, bits);
+  } catch (e) {
+    if (!(e instanceof OsError) || e.errno !== E.EINVAL) throw e;
+    const refused = asked.filter((o) => {
+      try {
+        tapSetOffload(fd, (OFFLOAD_BITS.get(o) ?? 0) | (bits & 0x01));
+        return false;
+      } catch {
+        return true;
+      } finally {
+        try {
+          tapSetOffload(fd, 0);
+        } catch { /* back to none, as before */ }
+      }
+    });
+    const which = refused.length > 0 ? refused : asked;
+    throw new RangeError(
+      `The kernel refused offload${which.length > 1 ? "s" : ""} ${
+        which.map((o) => `\`${o}'`).join(", ")
+      } (TUNSETOFFLOAD: ${e.strerror}${bits & 0x01 ? "" : "; TSO and USO need csum"})`,
+    );
+  }
+  return [...new Set(asked)];
 }
 
 /** "aa:bb:cc:dd:ee:ff" as 6 bytes. */

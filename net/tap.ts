@@ -2,7 +2,7 @@
 // tap fd what it is (TUNGETIFF), for the helper, the library and the tests.
 
 import { Fd } from "../sys/fd.ts";
-import { ioctl, O, open } from "../sys/libc.ts";
+import { ioctl, ioctlValue, O, open } from "../sys/libc.ts";
 import {
   IFF,
   IFNAMSIZ_OFFSET,
@@ -111,4 +111,9 @@ export function setTapSndbuf(fd: number, bytes: number): void {
   const buf = new Uint8Array(new ArrayBuffer(4));
   new DataView(buf.buffer).setInt32(0, bytes, true);
   ioctl(fd, IOCTL.TUNSETSNDBUF, buf, "TUNSETSNDBUF");
+}
+
+/** TUNSETOFFLOAD: the TUN_F_* offload bits (passed by value). */
+export function tapSetOffload(fd: number, bits: number): void {
+  ioctlValue(fd, IOCTL.TUNSETOFFLOAD, bits, "TUNSETOFFLOAD");
 }

@@ -39,3 +39,19 @@ rootTest("bench:netdev --smoke prints every path beside the C and naive loops", 
     new TextDecoder().decode(b).split("\n").filter((l) => l.startsWith("vmbb-")).length;
   assert.ok(benchNs(after) <= benchNs(netns), "the bench left its namespace behind");
 });
+
+rootTest(
+  "bench:forward --smoke prints ours, ours with offloads, C and the kernel's veth",
+  async () => {
+    const text = await bench("forward.ts", "--smoke");
+    for (const who of ["ours", "ours+offloads", "C+offloads", "kernel veth"]) {
+      assert.match(
+        text,
+        new RegExp(`^${who.replace("+", "\\+")} +\\d+\\.\\d\\d +\\d+% +\\d+%`, "m"),
+        `no row for ${who}:\n${text}`,
+      );
+    }
+    assert.match(text, /Goals: ours with offloads >= 90% of the C forwarder/);
+    assert.match(text, /namespace and temporary files removed/);
+  },
+);

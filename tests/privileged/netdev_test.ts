@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { bridgeNetdev, tapNetdev } from "../../net/open.ts";
-import type { Netdev } from "../../net/netdev.ts";
+import { type Netdev, parseVnetHeader } from "../../net/netdev.ts";
 import { runHelper } from "../../net/run_helper.ts";
 import { HELPER_FROM_SOURCE, NetNs, ROOT, rootTest, sandbox } from "../_support/ns.ts";
 import type { SandboxOptions } from "../_support/ns.ts";
@@ -1079,8 +1079,9 @@ rootTest("every send path delivers every frame, counted", async () => {
   const N = 200;
   const writer = a.writable.getWriter();
   const paths: [string, (fs: Uint8Array[]) => Promise<void>][] = [
-    ["send()", async (fs) => {
+    ["send()", (fs) => {
       for (const f of fs) assert.ok(a.send(f));
+      return Promise.resolve();
     }],
     ["write()", async (fs) => {
       for (const f of fs) assert.equal(await a.write(f), true);
@@ -1088,8 +1089,9 @@ rootTest("every send path delivers every frame, counted", async () => {
     ["writable", async (fs) => {
       for (const f of fs) await writer.write(f);
     }],
-    ["writeBatch()", async (fs) => {
+    ["writeBatch()", (fs) => {
       assert.equal(a.writeBatch(fs), fs.length);
+      return Promise.resolve();
     }],
   ];
   let total = 0;
@@ -1112,3 +1114,113 @@ rootTest("every send path delivers every frame, counted", async () => {
   await b.close();
   await rx.done;
 });
+
+// ---------------------------------------------------------------------------------------------
+// Offloads (issue 9, section 2)
+
+const OFFLOADS = ["csum", "tso4", "tso6"] as const;
+
+/** A TCP/IPv4 frame of `len` bytes (valid IP header, partial TCP checksum) behind `hdrLen`. */
+function gsoFrame(hdrLen: number, len: number, seq: number): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(new ArrayBuffer(hdrLen + len));
+  const h = new DataView(out.buffer, 0, hdrLen);
+  h.setUint8(0, 1); // VIRTIO_NET_HDR_F_NEEDS_CSUM
+  h.setUint8(1, 1); // VIRTIO_NET_HDR_GSO_TCPV4
+  h.setUint16(2, 54, true); // hdr_len: Ethernet + IPv4 + TCP
+  h.setUint16(4, 1448, true); // gso_size
+  h.setUint16(6, 34, true); // csum_start: the TCP header
+  h.setUint16(8, 16, true); // csum_offset: TCP's checksum field
+  const f = out.subarray(hdrLen);
+  const v = new DataView(out.buffer, hdrLen);
+  f.set(MAC_B, 0);
+  f.set(MAC_A, 6);
+  v.setUint16(12, 0x0800);
+  // IPv4: version/IHL, total length, DF, TTL 64, TCP, 10.0.0.1 → 10.0.0.2, header checksum.
+  v.setUint8(14, 0x45);
+  v.setUint16(16, len - 14);
+  v.setUint16(18, seq & 0xffff);
+  v.setUint16(20, 0x4000);
+  v.setUint8(22, 64);
+  v.setUint8(23, 6);
+  f.set([10, 0, 0, 1, 10, 0, 0, 2], 26);
+  let sum = 0;
+  for (let i = 14; i < 34; i += 2) sum += v.getUint16(i);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
+  v.setUint16(24, ~sum & 0xffff);
+  // TCP: ports, sequence, data offset 5, ACK|PSH, window; the checksum field holds the
+  // pseudo-header sum, as a sender with checksum offload leaves it (any value passes).
+  v.setUint16(34, 40000);
+  v.setUint16(36, 5201);
+  v.setUint32(38, seq);
+  v.setUint8(46, 0x50);
+  v.setUint8(47, 0x18);
+  v.setUint16(48, 65535);
+  v.setUint16(50, 0x1234);
+  for (let i = 54; i < len; i++) f[i] = (i * 13 + seq) & 0xff;
+  return out;
+}
+
+rootTest(
+  "offloads: the kernel's refusal names the offload; no header or strip mode is a TypeError",
+  async () => {
+    await using lab = await Lab.create();
+    // TSO without csum: the kernel refuses (TUNSETOFFLOAD: EINVAL), and the tap is not kept.
+    await assert.rejects(
+      lab.nic({ vnetHdr: true, vnetMode: "raw", offloads: ["tso4"] }),
+      {
+        name: "RangeError",
+        message:
+          "The kernel refused offload `tso4' (TUNSETOFFLOAD: Invalid argument; TSO and USO need csum)",
+      },
+    );
+    await assert.rejects(lab.nic({ offloads: ["csum"] }), {
+      name: "TypeError",
+      message: "Offloads need the virtio-net header: open the tap with vnetHdr: true",
+    });
+    await assert.rejects(lab.nic({ vnetHdr: true, offloads: ["csum"] }), {
+      name: "TypeError",
+      message:
+        'Offloads need vnetMode "raw": strip mode would drop the header with the GSO metadata',
+    });
+    await assert.rejects(
+      lab.nic({ vnetHdr: true, vnetMode: "raw", offloads: ["tso9" as "tso4"] }),
+      { name: "RangeError", message: /^Unknown offload: `tso9' \(known: csum, tso4/ },
+    );
+    assert.deepEqual(await lab.ns.taps(), [], "a refused Netdev left its tap behind");
+    await using ok = await lab.nic({ vnetHdr: true, vnetMode: "raw", offloads: OFFLOADS });
+    assert.deepEqual(ok.offloads, OFFLOADS);
+  },
+);
+
+rootTest(
+  "offloads: a 64 KiB TSO frame crosses the bridge whole, byte-exact, with its GSO header",
+  async () => {
+    await using lab = await Lab.create();
+    const opts = { vnetHdr: true, vnetMode: "raw" as const, offloads: OFFLOADS };
+    await using a = await lab.nic(opts);
+    await using b = await lab.nic(opts);
+    const h = a.vnetHdrLen;
+    const got: { frame: Uint8Array; header: ReturnType<typeof parseVnetHeader> }[] = [];
+    const done = b.listenPackets(({ frame, header }) => {
+      if (frame[12] === 0x08 && frame[13] === 0x00) got.push({ frame: frame.slice(), header });
+    });
+    // Below the tap's GSO limit (64 KiB): a frame of 65536 bytes is segmented on the way out.
+    const sizes = [65000, 60000, 3000];
+    const sent = sizes.map((n, i) => gsoFrame(h, n, i + 1));
+    for (const f of sent) assert.equal(a.send(f), true, `send(): ${a.counters.tx.lastError}`);
+    await waitFor("the GSO frames", () => got.length === sent.length);
+    for (const [i, g] of got.entries()) {
+      assert.equal(g.frame.length, sizes[i], "one frame, not segments");
+      assert.deepEqual(g.frame, sent[i]!.subarray(h), `frame ${i} differs`);
+      assert.equal(g.header.gsoType, 1, "VIRTIO_NET_HDR_GSO_TCPV4");
+      assert.equal(g.header.gsoSize, 1448);
+      assert.equal(g.header.flags & 1, 1, "NEEDS_CSUM");
+      assert.equal(g.header.csumStart, 34);
+      assert.equal(g.header.csumOffset, 16);
+    }
+    assert.equal(a.counters.tx.bytes, sizes.reduce((x, y) => x + y, 0));
+    assert.equal(a.counters.tx.errors, 0);
+    await b.close();
+    await done;
+  },
+);
