@@ -259,6 +259,33 @@ class Ring<T> {
   }
 }
 
+/** Small frames share a pooled ArrayBuffer of this size; larger ones get their own. */
+const POOL_SIZE = 32768;
+
+/**
+ * Owned copies without an ArrayBuffer per frame: frames are copied back to back into a pooled
+ * buffer that is never written again once handed out (a new one replaces it when full), as
+ * Node's Buffer pool does. A kept frame keeps at most POOL_SIZE bytes alive.
+ */
+class CopyPool {
+  #buf = new Uint8Array(new ArrayBuffer(POOL_SIZE));
+  #at = 0;
+
+  copy(src: Uint8Array): Uint8Array {
+    const n = src.length;
+    if (n > POOL_SIZE / 8) return src.slice();
+    let at = this.#at;
+    if (at + n > POOL_SIZE) {
+      this.#buf = new Uint8Array(new ArrayBuffer(POOL_SIZE));
+      at = 0;
+    }
+    const out = this.#buf.subarray(at, at + n);
+    out.set(src);
+    this.#at = (at + n + 7) & ~7;
+    return out;
+  }
+}
+
 /** The arena behind a FrameBatch: frames read back to back, their bounds in two arrays. */
 class Batch implements FrameBatch {
   length = 0;
@@ -689,8 +716,10 @@ export class Netdev implements AsyncDisposable {
   }
 
   /**
-   * Frames as an async iterable. Each frame is a copy the caller owns; with `reuse: true` it is
-   * a view into a reused buffer instead, valid until the next step of the loop (no copy).
+   * Frames as an async iterable. Each frame is a copy the caller owns (frames of up to 4 KiB
+   * share a 32 KiB ArrayBuffer with their neighbours, as Node's Buffer pool does: use the view,
+   * not `frame.buffer`); with `reuse: true` it is a view into a reused buffer instead, valid
+   * until the next step of the loop (no copy).
    * Frames are read on demand, up to `rxQueue` at a time (default 1024); frames not asked for
    * wait in the tap's kernel queue. The reader is claimed on the first step and released when
    * the loop ends (`break` included). Aborting `signal` ends the iteration even while it waits
@@ -706,35 +735,66 @@ export class Netdev implements AsyncDisposable {
 
   #frames(who: string, signal: AbortSignal | undefined, reuse: boolean) {
     const max = Math.min(this.#rxQueueMax, this.#burst);
-    const batch = new Batch(max);
+    const batch = new Batch(reuse ? max : 1);
     const ring = new Ring<Uint8Array>(max);
+    const pool = new CopyPool();
     let at = 0;
     const pull = this.#puller(who, signal, () => {
-      this.#readBatch(batch, max);
+      if (!reuse) return this.#readCopies(ring, max, pool);
       at = 0;
-      if (!reuse) {
-        for (let i = 0; i < batch.length; i++) ring.push(batch.frame(i).slice());
-      }
-      return batch.length;
+      return this.#readBatch(batch, max);
     });
-    const take = (): Uint8Array => reuse ? batch.frame(at++) : ring.shift()!;
     const left = () => (reuse ? batch.length - at : ring.length);
-    const it: AsyncIterableIterator<Uint8Array> & { stop(): Promise<void> } = {
+    const take = (): Uint8Array => reuse ? batch.frame(at++) : ring.shift()!;
+    const it = {
       next: (): Promise<IteratorResult<Uint8Array>> => {
         if (left() > 0) return Promise.resolve({ value: take(), done: false });
         return pull.next().then((n) => (n > 0 ? { value: take(), done: false } : DONE));
       },
-      return: async () => {
+      /** A frame already read, without a promise (the stream queues them all at once). */
+      takeNow: (): Uint8Array | undefined => (left() > 0 ? take() : undefined),
+      return: async (): Promise<IteratorResult<Uint8Array>> => {
         ring.clear();
         batch.reset();
         at = 0;
         await pull.stop();
         return DONE;
       },
-      stop: () => pull.stop(),
-      [Symbol.asyncIterator]: () => it,
+      [Symbol.asyncIterator]: (): AsyncIterableIterator<Uint8Array> => it,
     };
     return it;
+  }
+
+  /**
+   * Reads up to `max` waiting frames into `ring`, each copied into `pool` (one small view per
+   * frame rather than an ArrayBuffer of its own). Returns the count; throws on a read error
+   * other than EAGAIN when nothing was read.
+   */
+  #readCopies(ring: Ring<Uint8Array>, max: number, pool: CopyPool): number {
+    const fd = this.#fd.value;
+    const buf = this.#rxBuf;
+    const strip = this.vnetHdr && this.vnetMode === "strip" ? this.vnetHdrLen : 0;
+    const hdr = this.vnetHdrLen;
+    const rx = this.counters.rx;
+    const views = this.#rxViews ??= new Array(SMALL_FRAME).fill(undefined);
+    let i = 0;
+    for (; i < max; i++) {
+      const n = readRaw(fd, buf, MAX_READ_BIG);
+      if (n < 0) {
+        if (n === -E.EAGAIN || n === -E.EINTR || i > 0) break;
+        throw this.#rxError(-n);
+      }
+      const size = n > strip ? n - strip : 0;
+      let view = size < SMALL_FRAME ? views[size] : undefined;
+      if (view === undefined) {
+        view = buf.subarray(strip, strip + size);
+        if (size < SMALL_FRAME) views[size] = view;
+      }
+      rx.frames++;
+      rx.bytes += n > hdr ? n - hdr : 0;
+      ring.push(pool.copy(view));
+    }
+    return i;
   }
 
   /** Same as frames(). */
@@ -759,13 +819,16 @@ export class Netdev implements AsyncDisposable {
       pull: async (controller) => {
         const r = await it.next();
         if (cancelled) return; // cancelled meanwhile: the stream is already closed
-        if (r.done) controller.close();
-        else controller.enqueue(r.value);
+        if (r.done) return controller.close();
+        controller.enqueue(r.value);
+        // And every frame already read with it: later reads take them from the stream's own
+        // queue without another pull (at most rxQueue frames, never more than were read).
+        for (let f = it.takeNow(); f !== undefined; f = it.takeNow()) controller.enqueue(f);
       },
       cancel: async () => {
         cancelled = true;
         if (this.#readable === stream) this.#readable = undefined;
-        await it.return?.();
+        await it.return();
       },
     }, { highWaterMark: 0 });
     this.#readable = stream;
@@ -779,7 +842,14 @@ export class Netdev implements AsyncDisposable {
    */
   get writable(): WritableStream<Uint8Array> {
     return new WritableStream<Uint8Array>({
-      write: (frame) => this.write(frame).then(() => {}),
+      // Synchronous while the queue has room (no promise of our own per frame).
+      write: (frame) => {
+        if (this.#closed || !this.#txQueue.full) {
+          this.send(frame);
+          return;
+        }
+        return this.#writeLater(frame).then(() => {});
+      },
     });
   }
 
