@@ -322,8 +322,24 @@ class Batch implements FrameBatch {
     return this.data.subarray(s, s + this.sizes[i]!);
   }
 
-  *[Symbol.iterator](): IterableIterator<Uint8Array> {
-    for (let i = 0; i < this.length; i++) yield this.frame(i);
+  [Symbol.iterator](): IterableIterator<Uint8Array> {
+    // Not a generator: one result object reused for every step, no allocation but the view.
+    let i = 0;
+    const result = { value: undefined as unknown as Uint8Array, done: false };
+    const it: IterableIterator<Uint8Array> = {
+      next: () => {
+        if (i < this.length) {
+          const s = this.starts[i]!;
+          result.value = this.data.subarray(s, s + this.sizes[i++]!);
+        } else {
+          result.done = true;
+          result.value = undefined as unknown as Uint8Array;
+        }
+        return result;
+      },
+      [Symbol.iterator]: () => it,
+    };
+    return it;
   }
 }
 
@@ -373,6 +389,8 @@ export class Netdev implements AsyncDisposable {
   #txBuf: Uint8Array<ArrayBuffer> | undefined;
   /** Views of #rxBuf by frame length, made on first use (see SMALL_FRAME). */
   #rxViews: (Uint8Array | undefined)[] | undefined;
+  /** The same from the start of #rxBuf, header included (for copies into a batch). */
+  #rxWholeViews: (Uint8Array | undefined)[] | undefined;
   #burst: number;
   #rxQueueMax: number;
   #txQueueMax: number;
@@ -554,14 +572,24 @@ export class Netdev implements AsyncDisposable {
     const hdr = this.vnetHdrLen;
     const rx = this.counters.rx;
     const data = batch.data;
+    const buf = this.#rxBuf;
+    // Read into the one read buffer through a view made once per length, then copy into the
+    // arena: a subarray of the arena per read(2) was an allocation per frame.
+    const views = this.#rxWholeViews ??= new Array(SMALL_FRAME).fill(undefined);
     batch.reset();
     while (batch.length < max && batch.room) {
       const at = batch.end;
-      const n = readRaw(fd, data.subarray(at), MAX_READ_BIG);
+      const n = readRaw(fd, buf, MAX_READ_BIG);
       if (n < 0) {
         if (n === -E.EAGAIN || n === -E.EINTR || batch.length > 0) break;
         throw this.#rxError(-n);
       }
+      let got = n < SMALL_FRAME ? views[n] : undefined;
+      if (got === undefined) {
+        got = buf.subarray(0, n);
+        if (n < SMALL_FRAME) views[n] = got;
+      }
+      data.set(got, at);
       const size = n > strip ? n - strip : 0;
       const i = batch.length++;
       batch.starts[i] = at + strip;
