@@ -703,6 +703,8 @@ export class Netdev implements AsyncDisposable {
         // Calls that overlap run one after the other.
         const run: Promise<number> = busy ? busy.then(step, step) : step();
         busy = run;
+        // close() waits for it, so the fds it polls are never closed under it.
+        this.#track(run).catch(() => {});
         run.then(() => {
           if (busy === run) busy = undefined;
         }, () => {
