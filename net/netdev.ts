@@ -155,8 +155,8 @@ export interface NetdevOptions {
   /** What to do with the virtio-net header; only matters when the tap has one. */
   vnetMode?: VnetMode;
   /**
-   * How many frames the async iterator and the stream read ahead and keep, copied, for the
-   * next calls (frames). Default 1024. Frames nobody asks for wait in the tap's own kernel
+   * At most how many frames the async iterator and the stream read at once and keep, copied,
+   * for the next steps (frames; `burst` bounds it too). Default 1024. Frames nobody asks for wait in the tap's own kernel
    * queue, which drops the excess and counts it ({@linkcode KernelCounters.txDropped}).
    */
   rxQueue?: number;
@@ -750,8 +750,8 @@ export class Netdev implements AsyncDisposable {
    * share a 32 KiB ArrayBuffer with their neighbours, as Node's Buffer pool does: use the view,
    * not `frame.buffer`); with `reuse: true` it is a view into a reused buffer instead, valid
    * until the next step of the loop (no copy).
-   * Frames are read on demand, up to `rxQueue` at a time (default 1024); frames not asked for
-   * wait in the tap's kernel queue. The reader is claimed on the first step and released when
+   * Frames are read on demand, up to the smaller of `rxQueue` (default 1024) and `burst`
+   * (default 512) at a time; frames not asked for wait in the tap's kernel queue. The reader is claimed on the first step and released when
    * the loop ends (`break` included). Aborting `signal` ends the iteration even while it waits
    * for a frame.
    *
