@@ -26,9 +26,9 @@ export { bridgeNetdev, DEFAULT_HELPER_PATH, openNetdev, tapNetdev } from "./net/
 export type { BridgeNetdevOptions, OpenNetdevOptions, TapNetdevOptions } from "./net/open.ts";
 export { DEFAULT_BRIDGE, parseNetdev } from "./net/options.ts";
 export type {
-  BridgeNetdevOptions as ParsedBridgeOptions,
   NetdevFlag,
-  NetdevOptions as ParsedNetdevOptions,
+  ParsedBridgeOptions,
+  ParsedNetdevOptions,
   ParseNetdevOptions,
   TapFdNetdevOptions,
   TapHelperNetdevOptions,
@@ -37,13 +37,18 @@ export type {
 export { Netdev, parseVnetHeader } from "./net/netdev.ts";
 export type {
   DirectionCounters,
+  FrameBatch,
   FrameHandler,
+  KernelCounters,
   NetdevCounters,
   NetdevOptions,
+  Offload,
   Packet,
   VnetHeader,
   VnetMode,
 } from "./net/netdev.ts";
 export { BridgeHelperError, HELPER_FD } from "./net/run_helper.ts";
+export { createTap } from "./net/create.ts";
+export type { CreateTapOptions } from "./net/create.ts";
 export { OsError } from "./sys/libc.ts";
 export type { ExitStatus } from "./sys/libc.ts";

@@ -9,6 +9,8 @@
 
 import process from "node:process";
 import type { Netdev } from "../net/netdev.ts";
+import { PATHS } from "./_netdev_paths.ts";
+import type { NetdevPath } from "./_netdev_paths.ts";
 import { attachTap, openTun } from "../net/tap.ts";
 import type { Fd } from "../sys/fd.ts";
 import {
@@ -24,6 +26,8 @@ import { IFF } from "../sys/structs.ts";
 export interface WorkerConfig {
   /** The contender. */
   role: "ours" | "base" | "naive";
+  /** For "ours": which API path (default listen() or send()). */
+  path?: NetdevPath;
   /** Receive from or send to the tap. */
   dir: "rx" | "tx";
   /** The persistent tap to attach to. */
@@ -73,7 +77,8 @@ if (
   !["ours", "base", "naive"].includes(cfg.role) || !["rx", "tx"].includes(cfg.dir) ||
   !Number.isInteger(cfg.size) || cfg.size < 60 || cfg.size > 65535 ||
   !Number.isInteger(cfg.frames) || cfg.frames <= 0 || !(cfg.timeoutMs > 0) ||
-  !Number.isInteger(cfg.warm) || cfg.warm < 64 || cfg.warm % 64 !== 0
+  !Number.isInteger(cfg.warm) || cfg.warm < 64 || cfg.warm % 64 !== 0 ||
+  (cfg.path !== undefined && !(PATHS[cfg.dir] as readonly string[]).includes(cfg.path))
 ) {
   console.error(`_netdev_worker.ts: bad config: ${Deno.args[0]}`);
   Deno.exit(2);
@@ -184,31 +189,70 @@ async function netdev(): Promise<Netdev> {
   const mod = cfg.role === "base" && cfg.netdevModule
     ? await import(cfg.netdevModule) as typeof import("../net/netdev.ts")
     : await import("../net/netdev.ts");
-  return new mod.Netdev(tap());
+  const fd = tap();
+  // Older versions (role "base") took the Fd object, newer ones the number.
+  return cfg.role === "base" ? new mod.Netdev(fd as never) : new mod.Netdev(fd.release());
 }
 
-/** Receiving with Netdev.listen: the library's fast path. */
+/** Receiving with one of the Netdev paths, written as a user would write the loop. */
 async function oursRx(): Promise<WorkerResult> {
   const nic = await netdev();
   await ready();
   const m = new Meter();
   const stop = new AbortController();
-  const job = nic.listen((frame) => {
+  const signal = stop.signal;
+  // Per frame: what every contender does (count, and read the clock every 64 frames).
+  const take = (frame: Uint8Array): boolean => {
     m.bytes += frame.length;
     const n = ++m.frames;
     if ((n & 63) === 0 || n === 1 || n === count) {
       m.tick(n);
-      if (n === count) stop.abort();
+      if (n === count) {
+        stop.abort();
+        return false;
+      }
     }
-  }, { signal: stop.signal });
-  await untilIdle(() => m.frames, stop);
-  await job;
+    return true;
+  };
+  const idle = untilIdle(() => m.frames, stop);
+  const path = cfg.path ?? "listen()";
+  switch (path) {
+    case "listen()":
+      await nic.listen(take, { signal });
+      break;
+    case "for await":
+      // Ended by the abort (through close() below when idle) or the frame count.
+      signal.addEventListener("abort", () => void nic.close(), { once: true });
+      for await (const frame of nic) if (!take(frame)) break;
+      break;
+    case "frames({reuse})":
+      for await (const frame of nic.frames({ signal, reuse: true })) if (!take(frame)) break;
+      break;
+    case "readable": {
+      const reader = nic.readable.getReader();
+      signal.addEventListener("abort", () => void reader.cancel(), { once: true });
+      for (;;) {
+        const r = await reader.read();
+        if (r.done || !take(r.value)) break;
+      }
+      break;
+    }
+    case "batches()":
+      outer: for await (const batch of nic.batches({ signal })) {
+        for (const frame of batch) if (!take(frame)) break outer;
+      }
+      break;
+    default:
+      throw new Error(`unknown rx path ${path}`);
+  }
+  stop.abort();
+  await idle;
   const result = m.result(nic.counters.rx.drops);
   await nic.close();
   return result;
 }
 
-/** Sending with Netdev.send: the library's fast path. */
+/** Sending with one of the Netdev paths, written as a user would write the loop. */
 async function oursTx(): Promise<WorkerResult> {
   const nic = await netdev();
   const frame = frameOf(cfg.size);
@@ -217,13 +261,41 @@ async function oursTx(): Promise<WorkerResult> {
   m.startAtZero();
   const start = performance.now();
   let dropped = 0;
-  for (let n = 1; n <= count; n++) {
-    if (!nic.send(frame)) dropped++;
+  const path = cfg.path ?? "send()";
+  const mark = (n: number): boolean => {
     if ((n & 63) === 0 || n === count) {
       m.frames = n;
       m.tick(n);
-      if (performance.now() - start > cfg.timeoutMs) break;
+      if (performance.now() - start > cfg.timeoutMs) return false;
     }
+    return true;
+  };
+  if (path === "send()") {
+    for (let n = 1; n <= count; n++) {
+      if (!nic.send(frame)) dropped++;
+      if (!mark(n)) break;
+    }
+  } else if (path === "write()") {
+    for (let n = 1; n <= count; n++) {
+      if (!await nic.write(frame)) dropped++;
+      if (!mark(n)) break;
+    }
+  } else if (path === "writable") {
+    const writer = nic.writable.getWriter();
+    for (let n = 1; n <= count; n++) {
+      await writer.write(frame);
+      if (!mark(n)) break;
+    }
+    await writer.close();
+  } else if (path === "writeBatch()") {
+    // A forwarder's shape: a batch of frames handed over at once (64 here).
+    const batch = Array.from({ length: 64 }, () => frame);
+    for (let n = 64; n <= count; n += 64) {
+      dropped += 64 - nic.writeBatch(batch);
+      if (!mark(n)) break;
+    }
+  } else {
+    throw new Error(`unknown tx path ${path}`);
   }
   // A tap never pushes back in practice; if it did, let the queue flush (bounded).
   for (let i = 0; i < 100 && nic.counters.tx.frames + dropped < m.frames; i++) {
@@ -231,7 +303,7 @@ async function oursTx(): Promise<WorkerResult> {
   }
   m.frames = nic.counters.tx.frames;
   m.bytes = nic.counters.tx.bytes;
-  const result = m.result(dropped);
+  const result = m.result(dropped + nic.counters.tx.errors);
   await nic.close();
   return result;
 }

@@ -145,6 +145,11 @@ export class Child {
     if (!status.success) throw this.#fail(`exited with ${status.code}`);
   }
 
+  /** The child's pid (an `ip netns exec` or `taskset` prefix execs into the program: its pid). */
+  get pid(): number {
+    return this.#proc.pid;
+  }
+
   /** SIGKILL, if it still runs. */
   kill(): void {
     try {

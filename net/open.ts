@@ -3,14 +3,14 @@
 
 import { Fd } from "../sys/fd.ts";
 import { IFF } from "../sys/structs.ts";
-import { ifNameToIndex, OsError } from "../sys/libc.ts";
+import { ifNameToIndex, OsError, readSmallFile } from "../sys/libc.ts";
 import { ifnameError } from "./ifname.ts";
 import { altnameMessage, checkName, Links } from "./link.ts";
 import { Netdev } from "./netdev.ts";
 import type { NetdevOptions } from "./netdev.ts";
 import { runHelper } from "./run_helper.ts";
 import { DEFAULT_HELPER, parseNetdev } from "./options.ts";
-import type { NetdevOptions as ParsedNetdevOptions } from "./options.ts";
+import type { ParsedNetdevOptions } from "./options.ts";
 import { attachTap, openTun } from "./tap.ts";
 
 /** Where `sudo deno task install-suid` installs the helper. */
@@ -80,7 +80,9 @@ export async function bridgeNetdev(options: BridgeNetdevOptions = {}): Promise<N
     ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
   });
   try {
-    return new Netdev(fd, options);
+    const nic = new Netdev(fd.value, options);
+    fd.release(); // the Netdev owns it now
+    return nic;
   } catch (e) {
     fd.close();
     throw e;
@@ -133,7 +135,7 @@ export function tapNetdev(options: TapNetdevOptions): Promise<Netdev> {
     // The constructor throws for an fd that is not a tap; the caller must get a rejection (a
     // synchronous throw would escape `tapNetdev(...).catch()`), and the fd stays the caller's.
     try {
-      return Promise.resolve(new Netdev(new Fd(options.fd), options));
+      return Promise.resolve(new Netdev(options.fd, options));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -151,12 +153,39 @@ export function tapNetdev(options: TapNetdevOptions): Promise<Netdev> {
   let tun: Fd | undefined;
   try {
     tun = openTun();
-    attachTap(tun, IFF.TAP | IFF.NO_PI | (options.vnetHdr ? IFF.VNET_HDR : 0), ifname);
-    return Promise.resolve(new Netdev(tun, options));
+    try {
+      attachTap(tun, IFF.TAP | IFF.NO_PI | (options.vnetHdr ? IFF.VNET_HDR : 0), ifname);
+    } catch (e) {
+      // EINVAL says only that the flags do not match: name what the interface is instead.
+      throw (e instanceof OsError && e.errno === 22 && notATap(ifname)) || e;
+    }
+    const nic = new Netdev(tun.value, options);
+    tun.release();
+    return Promise.resolve(nic);
   } catch (e) {
     tun?.close();
     return Promise.reject(e);
   }
+}
+
+/**
+ * Why `ifname` cannot be attached as a tap, when its tun flags (in sysfs) say it is a tun or
+ * it is no tun/tap at all; undefined when sysfs does not tell.
+ */
+function notATap(ifname: string): TypeError | undefined {
+  let flags: number;
+  try {
+    flags = Number(readSmallFile(`/sys/class/net/${ifname}/tun_flags`).trim());
+  } catch (e) {
+    if (e instanceof OsError && e.errno === 2 && ifNameToIndex(ifname) !== 0) {
+      return new TypeError(`\`${ifname}' is not a tun/tap device`);
+    }
+    return undefined;
+  }
+  if (Number.isInteger(flags) && (flags & IFF.TAP) === 0) {
+    return new TypeError(`\`${ifname}' is a tun, not a tap`);
+  }
+  return undefined;
 }
 
 /** Options for {@linkcode openNetdev} beyond the QEMU option string. */

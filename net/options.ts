@@ -20,7 +20,7 @@ export type NetdevFlag = "-netdev" | "-net" | "-nic";
  * `-netdev bridge`, `-net bridge` or `-nic bridge`: run a bridge helper, which creates a tap, adds
  * it to `br` and sends its fd back.
  */
-export interface BridgeNetdevOptions {
+export interface ParsedBridgeOptions {
   /** Discriminant. */
   kind: "bridge";
   /** The option the string came from; `model` and `mac` exist only for `-nic`. */
@@ -33,7 +33,7 @@ export interface BridgeNetdevOptions {
    */
   br: string;
   /**
-   * The helper program, run directly (never through a shell); {@linkcode DEFAULT_HELPER} by
+   * The helper program, run directly (never through a shell); {@linkcode DEFAULT_HELPER_PATH} by
    * default. A relative path is kept as given: QEMU resolves it against its working directory.
    */
   helper: string;
@@ -87,8 +87,8 @@ export interface TapIfnameNetdevOptions {
 }
 
 /** What {@linkcode parseNetdev} returns: one object per supported form. */
-export type NetdevOptions =
-  | BridgeNetdevOptions
+export type ParsedNetdevOptions =
+  | ParsedBridgeOptions
   | TapHelperNetdevOptions
   | TapFdNetdevOptions
   | TapIfnameNetdevOptions;
@@ -355,7 +355,7 @@ function checkHelper(helper: string): void {
  * @param text The option string, for example `"bridge,id=n0,br=br1"`.
  * @param options Which QEMU option the string belongs to (`"-netdev"` by default).
  * @returns The parsed options, with QEMU's defaults filled in (`br` = {@linkcode DEFAULT_BRIDGE},
- * `helper` = {@linkcode DEFAULT_HELPER}); absent optional keys are omitted, not `undefined`.
+ * `helper` = {@linkcode DEFAULT_HELPER_PATH}); absent optional keys are omitted, not `undefined`.
  * @throws {SyntaxError} When the string or a value is malformed (a short-form boolean, an `id`
  * that is not an identifier, a `vnet_hdr=` that is not a QEMU boolean, an `fd=` or `mac=` that is
  * not a number or address, an unknown leading option).
@@ -369,20 +369,20 @@ function checkHelper(helper: string): void {
  * @example Bridge backends and their defaults
  * ```ts
  * import assert from "node:assert/strict";
- * import { DEFAULT_HELPER, parseNetdev } from "./options.ts";
+ * import { DEFAULT_HELPER_PATH, parseNetdev } from "@vm/bridge";
  *
  * assert.deepEqual(parseNetdev("bridge,id=n0"), {
  *   kind: "bridge",
  *   flag: "-netdev",
  *   id: "n0",
  *   br: "br0",
- *   helper: DEFAULT_HELPER,
+ *   helper: DEFAULT_HELPER_PATH,
  * });
  * assert.deepEqual(parseNetdev("-nic bridge,br=br1,mac=52:54:00:12:34:56"), {
  *   kind: "bridge",
  *   flag: "-nic",
  *   br: "br1",
- *   helper: DEFAULT_HELPER,
+ *   helper: DEFAULT_HELPER_PATH,
  *   mac: "52:54:00:12:34:56",
  * });
  * ```
@@ -390,13 +390,13 @@ function checkHelper(helper: string): void {
  * @example Tap forms and QEMU's messages
  * ```ts
  * import assert from "node:assert/strict";
- * import { parseNetdev } from "./options.ts";
+ * import { parseNetdev } from "@vm/bridge";
  *
  * assert.deepEqual(parseNetdev("tap,id=n0,fd=5"), { kind: "tap-fd", id: "n0", fd: 5 });
  * assert.throws(() => parseNetdev("bridge"), new TypeError("Parameter 'id' is missing"));
  * ```
  */
-export function parseNetdev(text: string, options: ParseNetdevOptions = {}): NetdevOptions {
+export function parseNetdev(text: string, options: ParseNetdevOptions = {}): ParsedNetdevOptions {
   const [flag, body] = splitFlag(text, options.flag);
 
   const opts = new Map<string, string>();
@@ -448,7 +448,7 @@ export function parseNetdev(text: string, options: ParseNetdevOptions = {}): Net
     checkIfname("br", br);
     const helper = opts.get("helper") ?? DEFAULT_HELPER;
     checkHelper(helper);
-    const result: BridgeNetdevOptions = { kind: "bridge", flag, br, helper };
+    const result: ParsedBridgeOptions = { kind: "bridge", flag, br, helper };
     if (id !== undefined) result.id = id;
     const model = opts.get("model");
     if (model !== undefined) {

@@ -2,8 +2,18 @@
 // tap fd what it is (TUNGETIFF), for the helper, the library and the tests.
 
 import { Fd } from "../sys/fd.ts";
-import { ioctl, O, open } from "../sys/libc.ts";
-import { IFF, ifreq, ifreqFlags, ifreqName, IOCTL, setIfreqFlags } from "../sys/structs.ts";
+import { ioctl, ioctlValue, O, open } from "../sys/libc.ts";
+import {
+  IFF,
+  IFNAMSIZ_OFFSET,
+  ifreq,
+  IFREQ_SIZE,
+  ifreqFlags,
+  ifreqMac,
+  ifreqName,
+  IOCTL,
+  setIfreqFlags,
+} from "../sys/structs.ts";
 
 /** The tun clone device. */
 export const TUN_PATH = "/dev/net/tun";
@@ -64,4 +74,46 @@ export function vnetHdrSize(fd: number): number {
   const buf = new Uint8Array(new ArrayBuffer(4));
   ioctl(fd, IOCTL.TUNGETVNETHDRSZ, buf, "TUNGETVNETHDRSZ");
   return new DataView(buf.buffer).getInt32(0, true);
+}
+
+/** TUNSETCARRIER: carrier on or off, as a cable plugged in or pulled (Linux 5.0+). */
+export function setTapCarrier(fd: number, on: boolean): void {
+  const buf = new Uint8Array(new ArrayBuffer(4));
+  new DataView(buf.buffer).setInt32(0, on ? 1 : 0, true);
+  ioctl(fd, IOCTL.TUNSETCARRIER, buf, "TUNSETCARRIER");
+}
+
+/** SIOCGIFHWADDR through the tap fd (the tun driver answers it): the tap's 6-byte MAC. */
+export function tapMac(fd: number): Uint8Array {
+  const req = new Uint8Array(new ArrayBuffer(IFREQ_SIZE));
+  ioctl(fd, IOCTL.SIOCGIFHWADDR, req, "SIOCGIFHWADDR");
+  return ifreqMac(req);
+}
+
+/** SIOCSIFHWADDR through the tap fd: sets the MAC (ARPHRD_ETHER). */
+export function setTapMac(fd: number, mac: Uint8Array): void {
+  const req = new Uint8Array(new ArrayBuffer(IFREQ_SIZE));
+  const v = new DataView(req.buffer);
+  v.setUint16(IFNAMSIZ_OFFSET, 1, true); // sa_family = ARPHRD_ETHER
+  req.set(mac.subarray(0, 6), IFNAMSIZ_OFFSET + 2);
+  ioctl(fd, IOCTL.SIOCSIFHWADDR, req, "SIOCSIFHWADDR");
+}
+
+/** TUNGETSNDBUF: the tap's send buffer in bytes. */
+export function tapSndbuf(fd: number): number {
+  const buf = new Uint8Array(new ArrayBuffer(4));
+  ioctl(fd, IOCTL.TUNGETSNDBUF, buf, "TUNGETSNDBUF");
+  return new DataView(buf.buffer).getInt32(0, true);
+}
+
+/** TUNSETSNDBUF. */
+export function setTapSndbuf(fd: number, bytes: number): void {
+  const buf = new Uint8Array(new ArrayBuffer(4));
+  new DataView(buf.buffer).setInt32(0, bytes, true);
+  ioctl(fd, IOCTL.TUNSETSNDBUF, buf, "TUNSETSNDBUF");
+}
+
+/** TUNSETOFFLOAD: the TUN_F_* offload bits (passed by value). */
+export function tapSetOffload(fd: number, bits: number): void {
+  ioctlValue(fd, IOCTL.TUNSETOFFLOAD, bits, "TUNSETOFFLOAD");
 }

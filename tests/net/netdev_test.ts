@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { tapNetdev } from "../../net/open.ts";
-import { Netdev, parseVnetHeader } from "../../net/netdev.ts";
+import { Netdev, parseProcNetDev, parseVnetHeader } from "../../net/netdev.ts";
 import { Fd } from "../../sys/fd.ts";
 import { close, isOpen, O, open, OsError, SOCK, socketpair } from "../../sys/libc.ts";
 
@@ -76,7 +76,7 @@ Deno.test({
 Deno.test("new Netdev() rejects an fd that is not a tun/tap, and leaves it open", () => {
   using fd = new Fd(open("/dev/null", O.RDWR));
   assert.throws(
-    () => new Netdev(fd),
+    () => new Netdev(fd.value),
     (e: unknown) => e instanceof OsError && e.syscall === "ioctl(TUNGETIFF)" && e.code === "ENOTTY",
   );
   assert.equal(isOpen(fd.value), true);
@@ -127,6 +127,32 @@ Deno.test({
     await assert.rejects(tapNetdev({ ifname: "" }), {
       name: "RangeError",
       message: "invalid interface name `': empty",
+    });
+  },
+});
+
+Deno.test({
+  name: "parseProcNetDev() reads one interface's counters from /proc/net/dev",
+  permissions: "none",
+  fn() {
+    const text = [
+      "Inter-|   Receive                                                |  Transmit",
+      " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed",
+      "    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0",
+      "  tap10:  123456     789    1    2    0     0          0         0   654321     987    0   42    0     0       0          0",
+    ].join("\n");
+    assert.deepEqual(parseProcNetDev(text, "tap10"), {
+      rxBytes: 123456,
+      rxPackets: 789,
+      rxDropped: 2,
+      txBytes: 654321,
+      txPackets: 987,
+      txDropped: 42,
+    });
+    // A prefix of another name is not a match.
+    assert.throws(() => parseProcNetDev(text, "tap1"), {
+      name: "SyntaxError",
+      message: "No counters for `tap1' in /proc/net/dev",
     });
   },
 });

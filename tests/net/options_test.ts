@@ -7,7 +7,7 @@ import {
   DEFAULT_BRIDGE,
   DEFAULT_HELPER,
   type NetdevFlag,
-  type NetdevOptions,
+  type ParsedNetdevOptions,
   parseNetdev,
 } from "../../net/options.ts";
 
@@ -18,7 +18,7 @@ interface Accepts {
   what: string;
   text: string;
   flag?: NetdevFlag;
-  want: NetdevOptions;
+  want: ParsedNetdevOptions;
 }
 
 interface Rejects {

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { bridgeNetdev, tapNetdev } from "../../net/open.ts";
-import type { Netdev } from "../../net/netdev.ts";
+import { type Netdev, parseVnetHeader } from "../../net/netdev.ts";
 import { runHelper } from "../../net/run_helper.ts";
 import { HELPER_FROM_SOURCE, NetNs, ROOT, rootTest, sandbox } from "../_support/ns.ts";
 import type { SandboxOptions } from "../_support/ns.ts";
@@ -145,8 +145,8 @@ rootTest("Netdev frames of 60 to 1514 bytes cross a bridge intact and are counte
     assert.deepEqual(f, sent[i], `frame ${i} (${f.length} bytes) differs`);
   }
   const total = sent.reduce((n, f) => n + f.length, 0);
-  assert.deepEqual(a.counters.tx, { frames: sent.length, bytes: total, drops: 0 });
-  assert.deepEqual(b.counters.rx, { frames: rx.frames, bytes: rx.bytes, drops: 0 });
+  assert.deepEqual(a.counters.tx, { frames: sent.length, bytes: total, drops: 0, errors: 0 });
+  assert.deepEqual(b.counters.rx, { frames: rx.frames, bytes: rx.bytes, drops: 0, errors: 0 });
 
   // And back, unicast to the MAC the bridge has now learnt on a's port.
   const ra = collect(a);
@@ -178,8 +178,14 @@ rootTest("for await over a Netdev yields owned copies; break leaves it open", as
   }
   await pump;
   assert.deepEqual(got, sent);
-  // Copies, not views into the read buffer.
-  assert.equal(new Set(got.map((f) => f.buffer)).size, got.length);
+  // Copies, not views into one reused read buffer: no two frames share a byte.
+  for (const [i, f] of got.entries()) {
+    for (const g of got.slice(i + 1)) {
+      const apart = f.buffer !== g.buffer || f.byteOffset + f.length <= g.byteOffset ||
+        g.byteOffset + g.length <= f.byteOffset;
+      assert.ok(apart, "two frames share bytes");
+    }
+  }
   assert.equal(b.closed, false);
   // The reader ended with the loop: a new one may start.
   const rx = collect(b);
@@ -371,10 +377,10 @@ rootTest("vnetHdr: raw mode counts frame bytes without the header, as documented
     wire += f.length - h;
   });
   await sendPaced(p, [testFrame(100, 1, MAC_A, MAC_B)], () => frames);
-  assert.deepEqual(v.counters.rx, { frames, bytes: wire, drops: 0 });
+  assert.deepEqual(v.counters.rx, { frames, bytes: wire, drops: 0, errors: 0 });
   const rp = collect(p);
   await sendPaced(v, [withHeader(h, testFrame(200, 2))], () => rp.got.length);
-  assert.deepEqual(v.counters.tx, { frames: 1, bytes: 200, drops: 0 });
+  assert.deepEqual(v.counters.tx, { frames: 1, bytes: 200, drops: 0, errors: 0 });
   await v.close();
   await done;
 });
@@ -676,3 +682,555 @@ rootTest("The event loop keeps ticking while 100k frames flood into a Netdev", a
     await cleanup();
   }
 });
+
+// ---------------------------------------------------------------------------------------------
+// What a first user tripped on (issue 9, section 3)
+
+rootTest(
+  "send() on a tap whose link is down returns false and counts EIO; never throws",
+  async () => {
+    await using lab = await Lab.create();
+    await using a = await lab.nic();
+    await lab.ns.ip("link", "set", a.name, "down");
+    let ok: boolean | undefined;
+    assert.doesNotThrow(() => (ok = a.send(testFrame(60, 1))));
+    assert.equal(ok, false);
+    assert.equal(a.counters.tx.errors, 1);
+    assert.equal(a.counters.tx.frames, 0);
+    assert.equal(a.counters.tx.lastError?.code, "EIO");
+    assert.equal(a.counters.tx.lastError?.message, `write(${a.name}): Input/output error`);
+    // write() and the writable stream: the same, a resolved false and no rejection.
+    assert.equal(await a.write(testFrame(60, 2)), false);
+    const w = a.writable.getWriter();
+    await w.write(testFrame(60, 3));
+    await w.close();
+    assert.equal(a.counters.tx.errors, 3);
+  },
+);
+
+rootTest(
+  "send() of a 13-byte frame returns false and counts EINVAL; listen() goes on",
+  async () => {
+    await using lab = await Lab.create();
+    await using a = await lab.nic();
+    await using b = await lab.nic();
+    // A forwarder b → a whose sends all fail (a 13-byte cut of each frame): listen() must survive.
+    let forwarded = 0;
+    const fwd = b.listen((f) => {
+      if (!isTest(f)) return;
+      a.send(f.subarray(0, 13));
+      forwarded++;
+    });
+    const back = [testFrame(60, 1, MAC_A, MAC_B), testFrame(61, 2, MAC_A, MAC_B)];
+    const rxa = collect(a);
+    await sendPaced(a, back, () => forwarded);
+    assert.equal(a.counters.tx.lastError?.code, "EINVAL");
+    assert.equal(a.counters.tx.errors, 2);
+    assert.equal(b.closed, false);
+    // Still forwarding: the handler never threw, listen() is still reading.
+    await sendPaced(a, [testFrame(62, 3, MAC_A, MAC_B)], () => forwarded);
+    assert.equal(forwarded, 3);
+    await b.close();
+    await a.close();
+    await fwd;
+    await rxa.done;
+  },
+);
+
+rootTest("a forwarder keeps forwarding after the far link goes down and up again", async () => {
+  await using lab = await Lab.create();
+  await using a = await lab.nic();
+  await using b = await lab.nic();
+  await using c = await lab.nic();
+  // c → (b listens, forwards to a) ; the test watches a's peer side via the bridge on c.
+  const fwd = b.listen((f) => {
+    if (isTest(f)) a.send(f);
+  });
+  const rxc = collect(c);
+  await lab.ns.ip("link", "set", a.name, "down");
+  c.send(testFrame(60, 1, MAC_B, MAC_A));
+  await waitFor("an EIO", () => a.counters.tx.errors >= 1);
+  await lab.ns.ip("link", "set", a.name, "up");
+  await lab.forwarding(a.name);
+  c.send(testFrame(70, 2, [0xff, 0xff, 0xff, 0xff, 0xff, 0xff], MAC_A));
+  await waitFor("the forwarded frame", () => a.counters.tx.frames >= 1);
+  assert.equal(b.closed, false);
+  await b.close();
+  await fwd; // resolves: listen() never rejected
+  await c.close();
+  await rxc.done;
+});
+
+rootTest("nic.readable is one stream; getting it claims nothing until it is read", async () => {
+  await using lab = await Lab.create();
+  await using a = await lab.nic();
+  await using b = await lab.nic();
+  const s = b.readable;
+  assert.equal(b.readable, s, "one cached stream per Netdev");
+  await new Promise((r) => setTimeout(r, 50));
+  // Never read: the for-await loop below must still be allowed to read.
+  const pump = (async () => {
+    await new Promise((r) => setTimeout(r, 50));
+    a.send(testFrame(60, 1));
+  })();
+  for await (const f of b) {
+    if (isTest(f)) break;
+  }
+  await pump;
+  // Now read the stream for real: it claims the reader, and names itself to the next one.
+  const reader = s.getReader();
+  const first = reader.read();
+  await new Promise((r) => setTimeout(r, 50));
+  assert.throws(() => b.listen(() => {}), {
+    message: `Netdev \`${b.name}' already has a reader: the readable stream`,
+  });
+  a.send(testFrame(60, 2));
+  assert.ok((await first).value);
+  await reader.cancel();
+});
+
+rootTest("'already has a reader' names the reader: listen() or the async iterator", async () => {
+  await using lab = await Lab.create();
+  await using b = await lab.nic();
+  const stop = new AbortController();
+  const l = b.listen(() => {}, { signal: stop.signal });
+  assert.throws(() => b.listen(() => {}), {
+    message: `Netdev \`${b.name}' already has a reader: listen()`,
+  });
+  await assert.rejects(b.frames().next(), {
+    message: `Netdev \`${b.name}' already has a reader: listen()`,
+  });
+  stop.abort();
+  await l;
+  const it = b.frames();
+  const pending = it.next();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.throws(() => b.listen(() => {}), {
+    message: `Netdev \`${b.name}' already has a reader: frames()`,
+  });
+  await b.close();
+  assert.deepEqual(await pending, { done: true, value: undefined });
+});
+
+rootTest("tapNetdev({ ifname }) on a tun says it is a tun, not a tap", async () => {
+  await using lab = await Lab.create();
+  await lab.ns.ip("tuntap", "add", "dev", "tun7", "mode", "tun");
+  const { child, cleanup } = await denoInNs(
+    lab.ns,
+    `import { tapNetdev } from MOD;
+     const out = [];
+     for (const ifname of ["tun7", "br0"]) {
+       try {
+         await tapNetdev({ ifname });
+         out.push({ ok: true });
+       } catch (e) {
+         out.push({ name: e.name, message: e.message });
+       }
+     }
+     console.log(JSON.stringify(out));`,
+    {},
+  );
+  try {
+    assert.deepEqual(await firstLine(child), [
+      { name: "TypeError", message: "`tun7' is a tun, not a tap" },
+      { name: "TypeError", message: "`br0' is not a tun/tap device" },
+    ]);
+    assert.equal((await child.status).code, 0);
+  } finally {
+    await child.output().catch(() => {});
+    await cleanup();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Controls: creating a tap, carrier, MAC, sndbuf, the kernel's counters, multiqueue. Each runs
+// as root inside the lab's namespace (a tap is created in the caller's namespace, and the
+// kernel's counters are read from it), reporting what it saw as one JSON line.
+
+/** Runs `code` in the lab's namespace as root; returns its first line, parsed. */
+async function inLab(lab: Lab, code: string): Promise<Record<string, unknown>> {
+  const { child, cleanup } = await denoInNs(lab.ns, code, {});
+  try {
+    const line = await firstLine(child);
+    assert.equal((await child.status).code, 0);
+    return line;
+  } finally {
+    await child.output().catch(() => {});
+    await cleanup();
+  }
+}
+
+rootTest("createTap() makes a tap on a bridge, up, 0xfe MAC; closing removes it", async () => {
+  await using lab = await Lab.create();
+  const got = await inLab(
+    lab,
+    `import { createTap } from MOD;
+     const sh = async (...a) => new TextDecoder().decode((await new Deno.Command("ip", { args: a }).output()).stdout);
+     const [nic] = await createTap({ bridge: "br0", name: "vmtap%d" });
+     const link = JSON.parse(await sh("-j", "link", "show", nic.name))[0];
+     const out = { name: nic.name, master: link.master, up: link.flags.includes("UP"), mac: nic.mac, ipMac: link.address, mtu: nic.mtu };
+     await nic.close();
+     out.after = (await sh("-br", "link")).includes(out.name);
+     let bad;
+     try { await createTap({ bridge: "nosuchbr" }); } catch (e) { bad = e.message; }
+     out.bad = bad;
+     out.left = (await sh("-br", "link")).split("\\n").filter((l) => l.startsWith("tap")).length;
+     console.log(JSON.stringify(out));`,
+  );
+  assert.equal(got.name, "vmtap0");
+  assert.equal(got.master, "br0");
+  assert.equal(got.up, true);
+  assert.equal(got.mac, got.ipMac);
+  assert.match(String(got.mac), /^fe:/);
+  assert.equal(got.mtu, 1500);
+  assert.equal(got.after, false, "the tap outlived its Netdev");
+  assert.match(String(got.bad), /^if_nametoindex|SIOCBRADDIF|No such device/);
+  assert.equal(got.left, 0, "a failed createTap() left a tap behind");
+});
+
+rootTest("Netdev.setCarrier(), setMac() and setSndbuf() change the tap as asked", async () => {
+  await using lab = await Lab.create();
+  const got = await inLab(
+    lab,
+    `import { createTap } from MOD;
+     const read = (p) => Deno.readTextFileSync(p).trim();
+     const [nic] = await createTap({ bridge: "br0" });
+     const sys = "/sys/class/net/" + nic.name;
+     await new Promise((r) => setTimeout(r, 100));
+     const out = { carrier0: read(sys + "/carrier") };
+     nic.setCarrier(false);
+     out.carrierOff = read(sys + "/carrier");
+     nic.setCarrier(true);
+     out.carrierOn = read(sys + "/carrier");
+     nic.setMac("52:54:00:aa:bb:cc");
+     out.mac = nic.mac;
+     out.sysMac = read(sys + "/address");
+     out.sndbuf0 = nic.sndbuf;
+     nic.setSndbuf(65536);
+     out.sndbuf = nic.sndbuf;
+     try { nic.setMac("01:00:5e:00:00:01"); } catch (e) { out.multicast = e.message; }
+     await nic.close();
+     console.log(JSON.stringify(out));`,
+  );
+  assert.deepEqual(got, {
+    carrier0: "1",
+    carrierOff: "0",
+    carrierOn: "1",
+    mac: "52:54:00:aa:bb:cc",
+    sysMac: "52:54:00:aa:bb:cc",
+    sndbuf0: 0x7fffffff,
+    sndbuf: 65536,
+    multicast: "A multicast MAC address cannot be a NIC's: `01:00:5e:00:00:01'",
+  });
+});
+
+rootTest("Netdev.kernelCounters() shows the tap's own drops next to our counters", async () => {
+  await using lab = await Lab.create();
+  const got = await inLab(
+    lab,
+    `import { createTap } from MOD;
+     const [a] = await createTap({ bridge: "br0" });
+     const [b] = await createTap({ bridge: "br0" });
+     await new Deno.Command("ip", { args: ["link", "set", a.name, "txqueuelen", "10"] }).output();
+     // Wait for both ports to forward.
+     for (let i = 0; i < 200; i++) {
+       const j = JSON.parse(new TextDecoder().decode((await new Deno.Command("ip", { args: ["-j", "-d", "link", "show", "master", "br0"] }).output()).stdout));
+       if (j.length === 2 && j.every((l) => l.linkinfo?.info_slave_data?.state === "forwarding")) break;
+       await new Promise((r) => setTimeout(r, 20));
+     }
+     const k0 = a.kernelCounters();
+     const f = new Uint8Array(60).fill(0xff, 0, 6);
+     f.set([2, 0, 0, 0, 0, 0x0b], 6); f[12] = 0x88; f[13] = 0xb5;
+     for (let i = 0; i < 100; i++) b.send(f);
+     await new Promise((r) => setTimeout(r, 200));
+     const k1 = a.kernelCounters();
+     const kb = b.kernelCounters();
+     // Now read what a's queue kept: the kernel counts a frame as sent when we read it.
+     const stop = new AbortController();
+     setTimeout(() => stop.abort(), 300);
+     await a.listen(() => {}, { signal: stop.signal });
+     const k2 = a.kernelCounters();
+     console.log(JSON.stringify({ dropped: k1.txDropped - k0.txDropped, read: a.counters.rx.frames, kernelRead: k2.txPackets - k0.txPackets, bSent: b.counters.tx.frames, bKernel: kb.rxPackets }));
+     await a.close(); await b.close();`,
+  );
+  assert.equal(got.bSent, 100);
+  assert.equal(got.bKernel, 100, "the kernel's rx count of b matches our tx count");
+  // Nobody read a: its queue of 10 filled and the rest was dropped, which only the kernel saw.
+  assert.equal(got.dropped, 90);
+  assert.equal(got.read, 10);
+  assert.equal(got.kernelRead, 10, "the kernel's tx count of a matches our rx count");
+});
+
+rootTest("createTap({ queues: 2 }) gives two Netdevs on one multiqueue tap", async () => {
+  await using lab = await Lab.create();
+  const got = await inLab(
+    lab,
+    `import { createTap } from MOD;
+     const qs = await createTap({ bridge: "br0", queues: 2 });
+     const link = JSON.parse(new TextDecoder().decode((await new Deno.Command("ip", { args: ["-j", "-d", "link", "show", qs[0].name] }).output()).stdout))[0];
+     const out = { n: qs.length, names: qs.map((q) => q.name), multi: link.linkinfo?.info_data?.multi_queue ?? null, numTx: link.num_tx_queues };
+     let bad;
+     try { await createTap({ queues: 0 }); } catch (e) { bad = e.message; }
+     out.bad = bad;
+     for (const q of qs) await q.close();
+     console.log(JSON.stringify(out));`,
+  );
+  assert.equal(got.n, 2);
+  assert.equal((got.names as string[])[0], (got.names as string[])[1]);
+  assert.equal(got.multi, true);
+  assert.equal(got.bad, "Invalid number of queues: 0 (1 to 256)");
+});
+
+// ---------------------------------------------------------------------------------------------
+// Batches, and every path delivering every frame (issue 9, section 1)
+
+rootTest(
+  "batches() hands over every frame in reusable batches; writeBatch() forwards them",
+  async () => {
+    await using lab = await Lab.create();
+    await using a = await lab.nic();
+    await using b = await lab.nic();
+    await using c = await lab.nic();
+    // b forwards to c with writeBatch(). b and c are isolated ports, so what c sends reaches only
+    // a (no loop back into b), and a sees what it sent come back, byte for byte, in order.
+    for (const n of [b.name, c.name]) {
+      await lab.ns.sh(`bridge link set dev ${n} isolated on`);
+    }
+    const sent = Array.from({ length: 300 }, (_, i) => testFrame(60 + (i * 37) % 1455, i));
+    const rxa = collect(a);
+    const forwarded: Uint8Array[] = [];
+    const seen = new Set<unknown>();
+    let sizes = 0;
+    const fwd = (async () => {
+      for await (const batch of b.batches()) {
+        seen.add(batch);
+        sizes += batch.length;
+        const tests = [...batch].filter(isTest);
+        for (const f of tests) forwarded.push(f.slice());
+        assert.equal(c.writeBatch(tests), tests.length);
+        if (forwarded.length === sent.length) break;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 50));
+    await sendPaced(a, sent, () => forwarded.length);
+    await fwd;
+    assert.deepEqual(forwarded, sent);
+    assert.equal(seen.size, 1, "one batch object, reused");
+    assert.equal(b.counters.rx.frames, sizes);
+    await waitFor("a to get every frame back", () => rxa.got.length === sent.length);
+    assert.deepEqual(rxa.got, sent);
+    assert.equal(c.counters.tx.frames, sent.length);
+    // The loop ended with break: the reader is free again.
+    const again = b.listen(() => {});
+    await b.close();
+    await again;
+    await a.close();
+    await rxa.done;
+  },
+);
+
+rootTest("every receive path delivers every frame, counted", async () => {
+  await using lab = await Lab.create();
+  await using a = await lab.nic();
+  await using b = await lab.nic();
+  const N = 200;
+  const paths: [string, (want: number, got: Uint8Array[]) => Promise<void>][] = [
+    ["listen()", async (want, got) => {
+      const stop = new AbortController();
+      const done = b.listen((f) => {
+        if (isTest(f)) got.push(f.slice());
+        if (got.length === want) stop.abort();
+      }, { signal: stop.signal });
+      await done;
+    }],
+    ["for await", async (want, got) => {
+      for await (const f of b) if (isTest(f) && got.push(f) === want) break;
+    }],
+    ["frames({ reuse })", async (want, got) => {
+      for await (const f of b.frames({ reuse: true })) {
+        if (isTest(f) && got.push(f.slice()) === want) break;
+      }
+    }],
+    ["readable", async (want, got) => {
+      const r = b.readable.getReader();
+      while (got.length < want) {
+        const { value } = await r.read();
+        if (value && isTest(value)) got.push(value);
+      }
+      await r.cancel();
+    }],
+    ["batches()", async (want, got) => {
+      for await (const batch of b.batches()) {
+        for (const f of batch) if (isTest(f)) got.push(f.slice());
+        if (got.length >= want) break;
+      }
+    }],
+  ];
+  for (const [i, [what, read]] of paths.entries()) {
+    const sent = Array.from({ length: N }, (_, j) => testFrame(60 + ((j * 53) % 1455), i * N + j));
+    const got: Uint8Array[] = [];
+    const rx0 = b.counters.rx.frames;
+    const reading = read(N, got);
+    await new Promise((r) => setTimeout(r, 50));
+    await sendPaced(a, sent, () => got.length);
+    await reading;
+    assert.equal(got.length, N, `${what}: frames received`);
+    assert.deepEqual(got, sent, `${what}: frames differ`);
+    assert.ok(b.counters.rx.frames - rx0 >= N, `${what}: rx.frames`);
+  }
+  assert.equal(b.counters.rx.drops, 0);
+});
+
+rootTest("every send path delivers every frame, counted", async () => {
+  await using lab = await Lab.create();
+  await using a = await lab.nic();
+  await using b = await lab.nic();
+  const rx = collect(b);
+  const N = 200;
+  const writer = a.writable.getWriter();
+  const paths: [string, (fs: Uint8Array[]) => Promise<void>][] = [
+    ["send()", (fs) => {
+      for (const f of fs) assert.ok(a.send(f));
+      return Promise.resolve();
+    }],
+    ["write()", async (fs) => {
+      for (const f of fs) assert.equal(await a.write(f), true);
+    }],
+    ["writable", async (fs) => {
+      for (const f of fs) await writer.write(f);
+    }],
+    ["writeBatch()", (fs) => {
+      assert.equal(a.writeBatch(fs), fs.length);
+      return Promise.resolve();
+    }],
+  ];
+  let total = 0;
+  for (const [i, [what, write]] of paths.entries()) {
+    const sent = Array.from({ length: N }, (_, j) => testFrame(60 + ((j * 53) % 1455), i * N + j));
+    const before = rx.got.length;
+    for (let k = 0; k < N; k += 50) {
+      await write(sent.slice(k, k + 50));
+      await waitFor(`${what}: frames`, () => rx.got.length >= before + k + Math.min(50, N - k));
+    }
+    assert.deepEqual(rx.got.slice(before), sent, `${what}: frames differ`);
+    total += N;
+    assert.equal(a.counters.tx.frames, total, `${what}: tx.frames`);
+  }
+  await writer.close();
+  assert.deepEqual(
+    { drops: a.counters.tx.drops, errors: a.counters.tx.errors },
+    { drops: 0, errors: 0 },
+  );
+  await b.close();
+  await rx.done;
+});
+
+// ---------------------------------------------------------------------------------------------
+// Offloads (issue 9, section 2)
+
+const OFFLOADS = ["csum", "tso4", "tso6"] as const;
+
+/** A TCP/IPv4 frame of `len` bytes (valid IP header, partial TCP checksum) behind `hdrLen`. */
+function gsoFrame(hdrLen: number, len: number, seq: number): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(new ArrayBuffer(hdrLen + len));
+  const h = new DataView(out.buffer, 0, hdrLen);
+  h.setUint8(0, 1); // VIRTIO_NET_HDR_F_NEEDS_CSUM
+  h.setUint8(1, 1); // VIRTIO_NET_HDR_GSO_TCPV4
+  h.setUint16(2, 54, true); // hdr_len: Ethernet + IPv4 + TCP
+  h.setUint16(4, 1448, true); // gso_size
+  h.setUint16(6, 34, true); // csum_start: the TCP header
+  h.setUint16(8, 16, true); // csum_offset: TCP's checksum field
+  const f = out.subarray(hdrLen);
+  const v = new DataView(out.buffer, hdrLen);
+  f.set(MAC_B, 0);
+  f.set(MAC_A, 6);
+  v.setUint16(12, 0x0800);
+  // IPv4: version/IHL, total length, DF, TTL 64, TCP, 10.0.0.1 → 10.0.0.2, header checksum.
+  v.setUint8(14, 0x45);
+  v.setUint16(16, len - 14);
+  v.setUint16(18, seq & 0xffff);
+  v.setUint16(20, 0x4000);
+  v.setUint8(22, 64);
+  v.setUint8(23, 6);
+  f.set([10, 0, 0, 1, 10, 0, 0, 2], 26);
+  let sum = 0;
+  for (let i = 14; i < 34; i += 2) sum += v.getUint16(i);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
+  v.setUint16(24, ~sum & 0xffff);
+  // TCP: ports, sequence, data offset 5, ACK|PSH, window; the checksum field holds the
+  // pseudo-header sum, as a sender with checksum offload leaves it (any value passes).
+  v.setUint16(34, 40000);
+  v.setUint16(36, 5201);
+  v.setUint32(38, seq);
+  v.setUint8(46, 0x50);
+  v.setUint8(47, 0x18);
+  v.setUint16(48, 65535);
+  v.setUint16(50, 0x1234);
+  for (let i = 54; i < len; i++) f[i] = (i * 13 + seq) & 0xff;
+  return out;
+}
+
+rootTest(
+  "offloads: the kernel's refusal names the offload; no header or strip mode is a TypeError",
+  async () => {
+    await using lab = await Lab.create();
+    // TSO without csum: the kernel refuses (TUNSETOFFLOAD: EINVAL), and the tap is not kept.
+    await assert.rejects(
+      lab.nic({ vnetHdr: true, vnetMode: "raw", offloads: ["tso4"] }),
+      {
+        name: "RangeError",
+        message:
+          "The kernel refused offload `tso4' (TUNSETOFFLOAD: Invalid argument; TSO and USO need csum)",
+      },
+    );
+    await assert.rejects(lab.nic({ offloads: ["csum"] }), {
+      name: "TypeError",
+      message: "Offloads need the virtio-net header: open the tap with vnetHdr: true",
+    });
+    await assert.rejects(lab.nic({ vnetHdr: true, offloads: ["csum"] }), {
+      name: "TypeError",
+      message:
+        'Offloads need vnetMode "raw": strip mode would drop the header with the GSO metadata',
+    });
+    await assert.rejects(
+      lab.nic({ vnetHdr: true, vnetMode: "raw", offloads: ["tso9" as "tso4"] }),
+      { name: "RangeError", message: /^Unknown offload: `tso9' \(known: csum, tso4/ },
+    );
+    assert.deepEqual(await lab.ns.taps(), [], "a refused Netdev left its tap behind");
+    await using ok = await lab.nic({ vnetHdr: true, vnetMode: "raw", offloads: OFFLOADS });
+    assert.deepEqual(ok.offloads, OFFLOADS);
+  },
+);
+
+rootTest(
+  "offloads: a 64 KiB TSO frame crosses the bridge whole, byte-exact, with its GSO header",
+  async () => {
+    await using lab = await Lab.create();
+    const opts = { vnetHdr: true, vnetMode: "raw" as const, offloads: OFFLOADS };
+    await using a = await lab.nic(opts);
+    await using b = await lab.nic(opts);
+    const h = a.vnetHdrLen;
+    const got: { frame: Uint8Array; header: ReturnType<typeof parseVnetHeader> }[] = [];
+    const done = b.listenPackets(({ frame, header }) => {
+      if (frame[12] === 0x08 && frame[13] === 0x00) got.push({ frame: frame.slice(), header });
+    });
+    // Below the tap's GSO limit (64 KiB): a frame of 65536 bytes is segmented on the way out.
+    const sizes = [65000, 60000, 3000];
+    const sent = sizes.map((n, i) => gsoFrame(h, n, i + 1));
+    for (const f of sent) assert.equal(a.send(f), true, `send(): ${a.counters.tx.lastError}`);
+    await waitFor("the GSO frames", () => got.length === sent.length);
+    for (const [i, g] of got.entries()) {
+      assert.equal(g.frame.length, sizes[i], "one frame, not segments");
+      assert.deepEqual(g.frame, sent[i]!.subarray(h), `frame ${i} differs`);
+      assert.equal(g.header.gsoType, 1, "VIRTIO_NET_HDR_GSO_TCPV4");
+      assert.equal(g.header.gsoSize, 1448);
+      assert.equal(g.header.flags & 1, 1, "NEEDS_CSUM");
+      assert.equal(g.header.csumStart, 34);
+      assert.equal(g.header.csumOffset, 16);
+    }
+    assert.equal(a.counters.tx.bytes, sizes.reduce((x, y) => x + y, 0));
+    assert.equal(a.counters.tx.errors, 0);
+    await b.close();
+    await done;
+  },
+);
