@@ -14,11 +14,15 @@
 // it would carry the whole first dlopen (the trampoline compiler's start-up) as its own cost.
 // The steps run copies of the helper's own modules (found with `deno info`) under a temporary
 // directory, each with its own helper.ts next to guard.ts, so the guard runs unchanged.
-// All in one throwaway network namespace, through the same sandbox prefix (a private /etc/qemu
-// with "allow br0"), interleaved: every round runs each variant once, in a rotated order, and a
-// step's cost is the median over the rounds of (this variant − the one above it) in that round,
-// which cancels most of the drift of a loaded machine. CPU time (user + system of the whole
-// process tree, from getrusage) is shown beside the wall-clock time: load inflates it far less.
+//
+// The measuring runs as a second process of this file (--inner) inside one throwaway network
+// namespace and a private mount namespace (a private /etc/qemu with "allow br0"), so each run
+// is the spawn of the variant itself: no per-run `ip netns exec`, unshare and mounts, whose
+// cost and noise would dwarf the differences measured. Interleaved: every round runs each
+// variant once, in a rotated order, and a step's cost is the median over the rounds of (this
+// variant − the one above it) in that round, which cancels most of the drift of a loaded
+// machine. CPU time (user + system of the variant's process tree, from getrusage) is shown
+// beside the wall-clock time: load inflates it far less.
 //
 // Every variant goes through net/run_helper.ts (posix_spawn, a socketpair as fd 3, pidfd wait),
 // so the spawn machinery is the same: for the helpers it returns the fd once the helper exited
@@ -38,7 +42,9 @@ const RUN_TIMEOUT_MS = 10_000;
 const TARGET_MS = 10;
 
 const runsArg = Deno.args.find((a) => a.startsWith("--runs="));
-const unknown = Deno.args.filter((a) => !a.startsWith("--runs="));
+/** Set by the outer process: the measuring part, run inside the sandbox, in this directory. */
+const innerTmp = Deno.args.find((a) => a.startsWith("--inner="))?.slice(8);
+const unknown = Deno.args.filter((a) => !a.startsWith("--runs=") && !a.startsWith("--inner="));
 if (unknown.length > 0) {
   console.error(`bench:helper: unknown argument ${unknown[0]} (known: --runs=N)`);
   Deno.exit(2);
@@ -53,7 +59,7 @@ const DENO_FLAGS = "--quiet --no-config --no-lock --no-prompt --no-code-cache --
 
 interface Variant {
   label: string;
-  /** The command after the sandbox prefix. */
+  /** The command. */
   argv: string[];
   /** True when the variant sends an fd (a helper); false when it just exits. */
   sendsFd: boolean;
@@ -169,12 +175,12 @@ async function preflight(): Promise<void> {
 }
 
 /** One spawn → fd (or → exit) through run_helper.ts: wall-clock and CPU milliseconds. */
-async function once(prefix: readonly string[], v: Variant): Promise<[number, number]> {
+async function once(v: Variant): Promise<[number, number]> {
   const cpu0 = childrenCpuMs();
   const t0 = performance.now();
   try {
     const fd = await runHelper({
-      helper: [...prefix, ...v.argv],
+      helper: v.argv,
       bridge: "br0",
       vnetHdr: false,
       signal: AbortSignal.timeout(RUN_TIMEOUT_MS),
@@ -198,6 +204,54 @@ const pct = (xs: number[], p: number) =>
   [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) * p)]!;
 const load = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
 
+/** The variants, in table order; the ladder first. Paths are those the outer process made. */
+function variantsIn(tmp: string): { ladder: Variant[]; others: Variant[] } {
+  const v = (label: string, argv: string[], sendsFd = false): Variant => ({
+    label,
+    argv,
+    sendsFd,
+    times: [],
+    cpu: [],
+  });
+  return {
+    // Each row adds one thing to the row above it.
+    ladder: [
+      v("bare deno run, empty module", [`${tmp}/bare-deno`]),
+      v("+ module graph (helper's imports)", [`${tmp}/graph/run`]),
+      v("+ dlopen groups the helper binds", [`${tmp}/dlopen/run`]),
+      v("+ guard (preload guard.ts)", [`${tmp}/guard/run`]),
+      v("+ netlink check (2 RTM_GETLINK)", [`${tmp}/netlink/run`]),
+      v("full helper (bin/qemu-bridge-helper)", [HELPER_FROM_SOURCE], true),
+    ],
+    others: [
+      v("QEMU's C helper", [C_HELPER], true),
+      v("spawn alone (/bin/true)", ["/bin/true"]),
+    ],
+  };
+}
+
+/** The measuring part, inside the sandbox: prints one JSON line, label → times and CPU. */
+async function inner(tmp: string): Promise<void> {
+  const { ladder, others } = variantsIn(tmp);
+  const variants = [...ladder, ...others];
+  for (const x of variants) await once(x); // warm-up: page cache, first-run costs
+  for (let i = 0; i < RUNS; i++) {
+    // Rotate the order so no variant always follows the same one.
+    for (let j = 0; j < variants.length; j++) {
+      const x = variants[(i + j) % variants.length]!;
+      const [ms, cpu] = await once(x);
+      x.times.push(ms);
+      x.cpu.push(cpu);
+    }
+  }
+  console.log(JSON.stringify(variants.map((x) => [x.label, x.times, x.cpu])));
+}
+
+if (innerTmp !== undefined) {
+  await inner(innerTmp);
+  Deno.exit(0);
+}
+
 await preflight();
 guard(BUDGET_MS);
 const started = performance.now();
@@ -209,22 +263,16 @@ try {
   await Deno.chmod(tmp, 0o755);
   await Deno.writeTextFile(`${tmp}/empty.ts`, "");
   await Deno.chmod(`${tmp}/empty.ts`, 0o644);
-  const bare = await wrapper(`${tmp}/bare-deno`, `"${tmp}/empty.ts"`);
+  await wrapper(`${tmp}/bare-deno`, `"${tmp}/empty.ts"`);
   const modules = await helperModules();
   const helperSource = await Deno.readTextFile(`${ROOT}/helper.ts`);
   const imports = helperSource.match(/^import[^;]*;$/gm)?.join("\n") ?? "";
   if (!imports.includes("./sys/libc.ts")) throw new Error("found no imports in helper.ts");
   const mains = stepModules(imports);
-  const steps: Record<keyof typeof mains, string> = {
-    graph: "",
-    dlopen: "",
-    guard: "",
-    netlink: "",
-  };
   for (const name of Object.keys(mains) as (keyof typeof mains)[]) {
     await Deno.mkdir(`${tmp}/${name}`, { mode: 0o755 });
     const preload = name === "guard" || name === "netlink";
-    steps[name] = await stepTree(`${tmp}/${name}`, modules, mains[name], preload);
+    await stepTree(`${tmp}/${name}`, modules, mains[name], preload);
   }
 
   const ns = await NetNs.create("vmbh");
@@ -234,41 +282,32 @@ try {
   onCleanup(sb.cleanup);
   const denoPath = (await runBounded(["sh", "-c", "command -v deno"], 5000)).trim();
 
-  const v = (label: string, argv: string[], sendsFd = false): Variant => ({
-    label,
-    argv,
-    sendsFd,
-    times: [],
-    cpu: [],
-  });
-  // The breakdown, in order: each row adds one thing to the row above it.
-  const ladder: Variant[] = [
-    v("bare deno run, empty module", [bare]),
-    v("+ module graph (helper's imports)", [steps.graph]),
-    v("+ dlopen groups the helper binds", [steps.dlopen]),
-    v("+ guard (preload guard.ts)", [steps.guard]),
-    v("+ netlink check (2 RTM_GETLINK)", [steps.netlink]),
-    v("full helper (bin/qemu-bridge-helper)", [HELPER_FROM_SOURCE], true),
-  ];
-  const prefixOnly = v("sandbox prefix alone (true)", ["true"]);
-  const cHelper = v("QEMU's C helper", [C_HELPER], true);
-  const variants = [...ladder, prefixOnly, cHelper];
+  const { ladder, others } = variantsIn(tmp);
+  const variants = [...ladder, ...others];
   const loadBefore = load();
   console.log(
     `bench:helper in namespace ${ns.name} (${navigator.hardwareConcurrency} CPUs, load ` +
       `${loadBefore}): ${RUNS} rounds of ${variants.length} variants, interleaved, after one ` +
       `warm-up each; deno on PATH: ${denoPath}`,
   );
-  for (const x of variants) await once(sb.argv, x); // warm-up: page cache, first-run costs
-  for (let i = 0; i < RUNS; i++) {
-    // Rotate the order so no variant always follows the same one.
-    for (let j = 0; j < variants.length; j++) {
-      const x = variants[(i + j) % variants.length]!;
-      const [ms, cpu] = await once(sb.argv, x);
-      x.times.push(ms);
-      x.cpu.push(cpu);
-    }
-    if ((i + 1) % 5 === 0) console.log(`  ${i + 1}/${RUNS} rounds`);
+  const out = await runBounded(
+    [
+      ...sb.argv,
+      Deno.execPath(),
+      "run",
+      "--allow-all",
+      "--no-prompt",
+      `${ROOT}/bench/helper.ts`,
+      `--runs=${RUNS}`,
+      `--inner=${tmp}`,
+    ],
+    BUDGET_MS,
+  );
+  const measured = JSON.parse(out.trim().split("\n").pop() ?? "") as [string, number[], number[]][];
+  for (const x of variants) {
+    const m = measured.find(([label]) => label === x.label);
+    if (m === undefined || m[1].length !== RUNS) throw new Error(`no results for ${x.label}`);
+    [, x.times, x.cpu] = m;
   }
   const loadAfter = load();
   const taps = await ns.taps();
@@ -313,20 +352,19 @@ try {
     ]),
     row(["-".repeat(w), "-----:", "------------:", "-----:", "-----------:", "-----:", "-------:"]),
     ...ladder.map((x, i) => row(cells(x, ladder[i - 1]))),
-    row(cells(cHelper)),
-    row(cells(prefixOnly)),
+    ...others.map((x) => row(cells(x))),
     "",
     "step: median over the rounds of (this row − the row above) in the same round, with the",
-    "middle half of those differences; CPU: user + system time of the whole process tree",
-    "(sandbox prefix included), which load inflates far less than wall-clock time.",
+    "middle half of those differences; CPU: user + system time of the variant's process tree,",
+    "which load inflates far less than wall-clock time.",
     "",
     `ours − bare deno: ${f1(median(over))} ms (p25…p75 ${spread(over, 0.25, 0.75)}; CPU ${
       f1(median(overCpu))
     } ms); target ≤ ${TARGET_MS} ms: ${verdict}`,
-    `ours / C helper: ${(median(ours.times) / median(cHelper.times)).toFixed(2)}x; ` +
-    `without the prefix: ours ${f1(median(ours.times) - median(prefixOnly.times))} ms, C ${
-      f1(median(cHelper.times) - median(prefixOnly.times))
-    } ms, bare deno ${f1(median(bareV.times) - median(prefixOnly.times))} ms`,
+    `ours / C helper: ${(median(ours.times) / median(others[0]!.times)).toFixed(2)}x; ` +
+    `above the spawn alone: ours ${f1(median(ours.times) - median(others[1]!.times))} ms, C ${
+      f1(median(others[0]!.times) - median(others[1]!.times))
+    } ms, bare deno ${f1(median(bareV.times) - median(others[1]!.times))} ms`,
   ];
   report = lines.join("\n");
 } catch (e) {
