@@ -30,7 +30,11 @@
 // paid by ours and C's alike); for the others it fails with "exited 0 without sending a file
 // descriptor" once the child exited, and that is the time taken.
 //
-// Usage: deno task bench:helper [--runs=N] (default 20 per variant, at least 3)
+// Usage: deno task bench:helper [--runs=N] [--baseline=DIR]
+//   --runs=N        rounds (default 20, at least 3)
+//   --baseline=DIR  also run DIR/bin/qemu-bridge-helper (another checkout, e.g. `git worktree
+//                   add DIR main`) in every round, and report ours − it: a change measured
+//                   interleaved, not against a number from another hour's load
 
 import { BridgeHelperError, runHelper } from "../net/run_helper.ts";
 import { C_HELPER, HELPER_FROM_SOURCE, NetNs, ROOT, sandbox } from "../scripts/_netns.ts";
@@ -44,9 +48,13 @@ const TARGET_MS = 10;
 const runsArg = Deno.args.find((a) => a.startsWith("--runs="));
 /** Set by the outer process: the measuring part, run inside the sandbox, in this directory. */
 const innerTmp = Deno.args.find((a) => a.startsWith("--inner="))?.slice(8);
-const unknown = Deno.args.filter((a) => !a.startsWith("--runs=") && !a.startsWith("--inner="));
+const baselineDir = Deno.args.find((a) => a.startsWith("--baseline="))?.slice(11);
+const KNOWN = ["--runs=", "--inner=", "--baseline="];
+const unknown = Deno.args.filter((a) => !KNOWN.some((k) => a.startsWith(k)));
 if (unknown.length > 0) {
-  console.error(`bench:helper: unknown argument ${unknown[0]} (known: --runs=N)`);
+  console.error(
+    `bench:helper: unknown argument ${unknown[0]} (known: --runs=N, --baseline=DIR)`,
+  );
   Deno.exit(2);
 }
 const RUNS = Math.min(Math.max(Number(runsArg?.slice(7) ?? 20) || 20, 3), 100);
@@ -168,6 +176,13 @@ async function preflight(): Promise<void> {
   } catch {
     problems.push(`${C_HELPER} is missing: apt-get install qemu-system-common`);
   }
+  if (baselineDir !== undefined) {
+    try {
+      await Deno.stat(`${baselineDir}/bin/qemu-bridge-helper`);
+    } catch {
+      problems.push(`--baseline=${baselineDir}: no bin/qemu-bridge-helper there`);
+    }
+  }
   if (problems.length > 0) {
     for (const p of problems) console.error(`bench:helper: ${p}`);
     Deno.exit(1);
@@ -226,6 +241,9 @@ function variantsIn(tmp: string): { ladder: Variant[]; others: Variant[] } {
     others: [
       v("QEMU's C helper", [C_HELPER], true),
       v("spawn alone (/bin/true)", ["/bin/true"]),
+      ...(baselineDir === undefined
+        ? []
+        : [v("baseline helper (--baseline)", [`${baselineDir}/bin/qemu-bridge-helper`], true)]),
     ],
   };
 }
@@ -300,6 +318,7 @@ try {
       `${ROOT}/bench/helper.ts`,
       `--runs=${RUNS}`,
       `--inner=${tmp}`,
+      ...(baselineDir === undefined ? [] : [`--baseline=${baselineDir}`]),
     ],
     BUDGET_MS,
   );
@@ -366,6 +385,15 @@ try {
       f1(median(others[0]!.times) - median(others[1]!.times))
     } ms, bare deno ${f1(median(bareV.times) - median(others[1]!.times))} ms`,
   ];
+  const baseline = others[2];
+  if (baseline !== undefined) {
+    const d = diffs(ours.times, baseline.times);
+    lines.push(
+      `ours − baseline (${baselineDir}): ${f1(median(d))} ms (p25…p75 ${
+        spread(d, 0.25, 0.75)
+      }; CPU ${f1(median(diffs(ours.cpu, baseline.cpu)))} ms)`,
+    );
+  }
   report = lines.join("\n");
 } catch (e) {
   failure = e ?? new Error("unknown failure");

@@ -53,7 +53,7 @@ rootTest("bench:helper smoke run: every step of the start-up breakdown, nothing 
       "+ netlink check",
       "full helper",
       "QEMU's C helper",
-      "sandbox prefix alone",
+      "spawn alone (/bin/true)",
     ]
   ) {
     const line = stdout.split("\n").find((l) => l.startsWith(`| ${label}`));
