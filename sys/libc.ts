@@ -15,7 +15,9 @@ export const LIBC_PATH: string = Deno.build.arch === "aarch64"
  * symbol, and the helper's start-up should pay only for what it calls.
  */
 const GROUPS = {
-  // What the helper needs on every run: files, ioctls, the control socket, sendmsg, errno.
+  // What the helper needs on every run, and nothing else: files, ioctls, the control and
+  // netlink sockets, sendmsg, its ids, errno. Each symbol costs a compiled trampoline at bind
+  // time (bench:helper measures it), so a symbol the helper does not call belongs elsewhere.
   base: {
     // int *__errno_location(void);
     __errno_location: { parameters: [], result: "pointer" },
@@ -26,6 +28,8 @@ const GROUPS = {
     // ssize_t read(int fd, void *buf, size_t n);  (result read as int: frames and ACL chunks are
     // far below 2 GiB, and -1 keeps its value in the low 32 bits)
     read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+    // ssize_t write(int fd, const void *buf, size_t n);  (the helper's netlink requests)
+    write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
     // int ioctl(int fd, unsigned long req, void *arg);  (variadic)
     ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
     // int socket(int domain, int type, int protocol);
@@ -40,20 +44,20 @@ const GROUPS = {
     openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
     // unsigned if_nametoindex(const char *name);
     if_nametoindex: { parameters: ["buffer"], result: "u32" },
-    // int poll(struct pollfd *fds, nfds_t n, int timeout);  (the bounded wait for sendmsg)
-    poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
     // int prctl(int option, unsigned long a2, a3, a4, a5);  (variadic)
     prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
     // int getresuid(uid_t *r, uid_t *e, uid_t *s); int getresgid(...);
     getresuid: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
     getresgid: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
+    // pid_t getpid(void);  (the helper's --fd peer check)
+    getpid: { parameters: [], result: "i32" },
   },
-  // Error texts, writes and fd flags: the library's frame I/O and the helper's error paths.
+  // Error texts, waits and fd flags: the library's frame I/O and the helper's error paths.
   more: {
     // char *strerror(int errnum);
     strerror: { parameters: ["i32"], result: "pointer" },
-    // ssize_t write(int fd, const void *buf, size_t n);
-    write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+    // int poll(struct pollfd *fds, nfds_t n, int timeout);  (sendFd's bounded wait on EAGAIN)
+    poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
     // int ioctl(int fd, unsigned long req, unsigned long arg);  (the by-value form)
     ioctl_val: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
     // int fcntl(int fd, int cmd, long arg);  (variadic)
@@ -78,7 +82,6 @@ const GROUPS = {
     geteuid: { parameters: [], result: "u32" },
     getgid: { parameters: [], result: "u32" },
     getegid: { parameters: [], result: "u32" },
-    getpid: { parameters: [], result: "i32" },
     // long syscall(long nr, long a, long b, long c);  (pidfd_open, gettid, getdents64, setresuid)
     syscall: { parameters: ["i64", "i64", "i64", "i64"], result: "i64" },
   },
@@ -88,7 +91,7 @@ const GROUPS = {
     socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
     // ssize_t recvmsg(int fd, struct msghdr *msg, int flags);
     recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
-    // The same poll as in `base`, run on a worker thread so the event loop keeps going while it waits. Only
+    // The same poll as in `more`, run on a worker thread so the event loop keeps going while it waits. Only
     // for waiting on frame and child readiness; never for privileged calls (capabilities and
     // errno are per thread).
     poll_async: {
@@ -166,6 +169,11 @@ const GROUPS = {
       nonblocking: true,
     },
   },
+  // Bench-only: the CPU time of reaped children (bench/helper.ts's start-up breakdown).
+  usage: {
+    // int getrusage(int who, struct rusage *usage);
+    getrusage: { parameters: ["i32", "buffer"], result: "i32" },
+  },
 } as const;
 
 type Groups = typeof GROUPS;
@@ -187,6 +195,7 @@ const proc = () => lib("proc");
 const fs = () => lib("fs");
 const bench = () => lib("bench");
 const stream = () => lib("stream");
+const usage = () => lib("usage");
 
 /** Reads errno. Call it straight after the failing call, before anything else touches libc. */
 function errno(): number {
@@ -395,7 +404,7 @@ export function read(fd: number, buf: Uint8Array<ArrayBuffer>, name = "read"): n
 
 /** write(2) of `buf`; returns the byte count, or -1 with EAGAIN when a non-blocking fd is full. */
 export function write(fd: number, buf: Uint8Array<ArrayBuffer>, name = "write"): number {
-  const n = more().write(fd, buf, BigInt(buf.byteLength));
+  const n = base().write(fd, buf, BigInt(buf.byteLength));
   if (n < 0) {
     const e = errno();
     if (e === E.EAGAIN) return -1;
@@ -412,7 +421,7 @@ export function readRaw(fd: number, buf: Uint8Array<ArrayBuffer>, len: bigint): 
 
 /** The raw write(2) for hot loops: returns the count or `-errno`, never throws. */
 export function writeRaw(fd: number, buf: Uint8Array<ArrayBuffer>, len: bigint): number {
-  const n = more().write(fd, buf, len);
+  const n = base().write(fd, buf, len);
   return n < 0 ? -errno() : n;
 }
 
@@ -654,7 +663,7 @@ export function sendFd(sock: number, fd: number, timeoutMs?: number): void {
     if (left <= 0) throw new OsError("sendmsg", E.ETIMEDOUT);
     // POLLERR/POLLHUP wake it too: the next sendmsg then reports EPIPE or the socket's error.
     const pfd = pollBuffer([sock], POLL.OUT);
-    if (base().poll(pfd, 1n, left) < 0) {
+    if (more().poll(pfd, 1n, left) < 0) {
       const pe = errno();
       if (pe !== E.EINTR) throw new OsError("poll", pe);
     }
@@ -829,7 +838,7 @@ export function sendSome(fd: number, buf: Uint8Array<ArrayBuffer>): number {
 /** poll(2) on the calling thread; returns revents per fd (0 when nothing happened). */
 export function poll(fds: readonly number[], events: number, timeoutMs: number): number[] {
   const buf = pollBuffer(fds, events);
-  check("poll", base().poll(buf, BigInt(fds.length), timeoutMs));
+  check("poll", more().poll(buf, BigInt(fds.length), timeoutMs));
   return pollResult(buf, fds.length);
 }
 
@@ -935,7 +944,7 @@ export function getgroups(): number[] {
 
 /** getpid(2). */
 export function getpid(): number {
-  return ids().getpid();
+  return base().getpid();
 }
 
 /** gettid(2): the calling thread's id. */
@@ -1183,4 +1192,18 @@ export function listDir(path: string): string[] {
   } finally {
     close(fd);
   }
+}
+
+/**
+ * Bench-only: user plus system CPU time, in milliseconds, of every child this process has
+ * reaped so far (getrusage(RUSAGE_CHILDREN)), their own reaped children included. The
+ * difference across one run is that run's CPU time, which a loaded machine inflates far less
+ * than the wall-clock time.
+ */
+export function childrenCpuMs(): number {
+  // struct rusage on LP64: ru_utime and ru_stime (timeval: i64 seconds, i64 microseconds) first.
+  const ru = new BigInt64Array(18);
+  const RUSAGE_CHILDREN = -1;
+  check("getrusage", usage().getrusage(RUSAGE_CHILDREN, new Uint8Array(ru.buffer)));
+  return Number((ru[0]! + ru[2]!) * 1_000_000n + ru[1]! + ru[3]!) / 1000;
 }

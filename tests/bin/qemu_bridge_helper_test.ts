@@ -1,0 +1,77 @@
+// bin/qemu-bridge-helper, the from-source runner QEMU and the tests use: it must find guard.ts
+// and helper.ts however it is started, and start deno without forking anything else first
+// (readlink and dirname cost about 10 ms of the helper's start-up on this 2-core machine).
+
+import assert from "node:assert/strict";
+import { USAGE } from "../../cli/args.ts";
+import { HELPER_FROM_SOURCE, ROOT } from "../_support/ns.ts";
+
+/** Runs `argv` with no arguments for the helper: it must load, then refuse with the usage. */
+async function usageRun(argv: string[], cwd: string): Promise<void> {
+  const out = await new Deno.Command(argv[0]!, {
+    args: argv.slice(1),
+    cwd,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 1, `${argv.join(" ")} in ${cwd}: exit ${out.code}: ${stderr}`);
+  assert.equal(stderr, `${USAGE}\n`, `${argv.join(" ")} in ${cwd}`);
+}
+
+Deno.test("bin/qemu-bridge-helper finds its modules by absolute and relative path", async () => {
+  await usageRun([HELPER_FROM_SOURCE], "/");
+  await usageRun(["bin/qemu-bridge-helper"], ROOT);
+  await usageRun(["./qemu-bridge-helper"], `${ROOT}/bin`);
+  await usageRun(["sh", "qemu-bridge-helper"], `${ROOT}/bin`);
+});
+
+Deno.test("bin/qemu-bridge-helper finds its modules through a symlink to it or to bin/", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vmb-bin-test-" });
+  try {
+    await Deno.symlink(HELPER_FROM_SOURCE, `${dir}/qbh`);
+    await usageRun([`${dir}/qbh`], "/");
+    await usageRun(["./qbh"], dir);
+    // bin/ itself a symlink: `${dir}/bin/..' is ${dir} lexically, the repository physically.
+    await Deno.symlink(`${ROOT}/bin`, `${dir}/bin`);
+    await usageRun([`${dir}/bin/qemu-bridge-helper`], "/");
+    await usageRun(["bin/qemu-bridge-helper"], dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bin/qemu-bridge-helper execs deno straight away: no readlink, dirname or other child", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vmb-bin-test-" });
+  try {
+    const out = await new Deno.Command("strace", {
+      args: [
+        "-f",
+        "-qq",
+        "-e",
+        "trace=execve,clone,clone3,fork,vfork",
+        "-o",
+        `${dir}/trace`,
+        HELPER_FROM_SOURCE,
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 1, new TextDecoder().decode(out.stderr));
+    const lines = (await Deno.readTextFile(`${dir}/trace`)).split("\n");
+    // The first program is the script (run by sh), the second must be deno itself.
+    const programs = lines.flatMap((l) => /execve\("([^"]+)"/.exec(l)?.[1] ?? []);
+    assert.equal(programs[0], HELPER_FROM_SOURCE);
+    assert.match(programs[1] ?? "", /\/deno$/, `programs started: ${programs.join(", ")}`);
+    // No process (as opposed to deno's own threads, which clone with CLONE_THREAD) before that.
+    const firstDeno = lines.findIndex((l) => /execve\("[^"]*\/deno"/.test(l));
+    const forks = lines.slice(0, firstDeno).filter((l) =>
+      /\b(v?fork|clone3?)\(/.test(l) && !/CLONE_THREAD/.test(l)
+    );
+    assert.deepEqual(forks, [], "the wrapper forked before starting deno");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
