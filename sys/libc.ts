@@ -184,6 +184,9 @@ const bound: { [G in keyof Groups]?: Symbols<G> } = {};
 function lib<G extends keyof Groups>(group: G): Symbols<G> {
   const have = bound[group];
   if (have !== undefined) return have;
+  // errno() reads through `base`: bind it before any other group, so that a failing call in
+  // that group is never followed by a dlopen (which may itself set errno) before errno is read.
+  if (group !== "base" && bound.base === undefined) lib("base");
   const symbols = Deno.dlopen(LIBC_PATH, GROUPS[group] as Groups[G]).symbols;
   (bound as Record<string, unknown>)[group] = symbols;
   return symbols;
