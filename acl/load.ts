@@ -35,6 +35,12 @@ export interface LoadOptions {
   trustedUid?: number;
   /** Called for an include that is missing or unreadable and therefore skipped. */
   onSkip?: (path: string, reason: string) => void;
+  /**
+   * Asked before each file is opened: an errno (EACCES, ENOENT, ...) makes the open fail as if
+   * with that errno. The bridge service passes its client's view (service/policy.ts), so a file
+   * the client could not open is treated as the helper run by that client would treat it.
+   */
+  refuse?: (path: string) => number | undefined;
 }
 
 /**
@@ -58,6 +64,8 @@ export function loadAcl(path: string, options: LoadOptions = {}): AclRule[] {
     let fd: Fd;
     try {
       // O_NONBLOCK: opening a FIFO must not hang the helper; O_NOCTTY: never a controlling tty.
+      const refused = options.refuse?.(file);
+      if (refused !== undefined) throw new OsError(`open(${file})`, refused);
       fd = new Fd(open(file, O.RDONLY | O.NONBLOCK | O.NOCTTY));
     } catch (e) {
       if (
