@@ -1,0 +1,138 @@
+// The bridge service end to end: started under systemd-socket-activate in a throwaway network
+// namespace with a private /etc/qemu, holding only CAP_NET_ADMIN; asked by this (root) process.
+
+import assert from "node:assert/strict";
+import { listBridgesSync, requestTap, requestTapSync, ServiceError } from "../../service/client.ts";
+import { STATUS } from "../../service/protocol.ts";
+import { tapInfo, vnetHdrSize } from "../../net/tap.ts";
+import { ioctlValue } from "../../sys/libc.ts";
+import { NetNs, rootTest, run } from "../_support/ns.ts";
+import { noTapsLeft, SERVICE_FROM_SOURCE, startService } from "./_service.ts";
+
+const TUNSETPERSIST = 0x400454cb;
+
+rootTest(
+  "service: a tap on br0 for the asking client, bridged, up, MTU copied, labelled, audited",
+  async () => {
+    await using ns = await NetNs.create();
+    await ns.bridge("br0", { mtu: 1400 });
+    await using svc = await startService(ns, { etcQemu: { "bridge.conf": "allow br0\n" } });
+    {
+      using fd = requestTapSync("br0", true, { socket: svc.socket, timeoutMs: 30_000 });
+      const info = tapInfo(fd.value);
+      assert.equal(info.tap, true);
+      assert.equal(info.vnetHdr, true);
+      assert.equal(vnetHdrSize(fd.value), 10);
+      const link = JSON.parse(await ns.ip("-j", "-d", "link", "show", info.name))[0];
+      assert.equal(link.master, "br0");
+      assert.equal(link.mtu, 1400);
+      assert.ok(link.flags.includes("UP"), JSON.stringify(link.flags));
+      assert.match(link.address, /^fe:/);
+      assert.match(link.ifalias, new RegExp(`^vm-bridge uid=0 gid=0 pid=${Deno.pid} comm=deno$`));
+      const line = await svc.waitFor(/event=request .*decision=allow/);
+      assert.match(
+        line,
+        new RegExp(
+          `^time=\\S+ event=request uid=0 gid=0 pid=${Deno.pid} comm=deno op=open bridge=br0 ` +
+            `tap=${info.name} decision=allow reason=ok$`,
+        ),
+      );
+    }
+    assert.deepEqual(await noTapsLeft(ns), [], "the tap goes with the client's fd");
+    assert.deepEqual(listBridgesSync({ socket: svc.socket }), ["br0"]);
+  },
+);
+
+rootTest("service: refusals carry the helper's one-line messages and leave no tap", async () => {
+  await using ns = await NetNs.create();
+  await ns.bridge("br0");
+  await ns.bridge("br1", { mac: "02:00:00:00:00:02" });
+  await using svc = await startService(ns, {
+    etcQemu: { "bridge.conf": "allow br0\nallow nosuch\n" },
+  });
+  const refused = async (bridge: string): Promise<ServiceError> => {
+    try {
+      (await requestTap(bridge, false, { socket: svc.socket, timeoutMs: 30_000 })).close();
+    } catch (e) {
+      assert.ok(e instanceof ServiceError, String(e));
+      return e;
+    }
+    throw new Error(`expected a refusal for ${bridge}`);
+  };
+  const denied = await refused("br1");
+  assert.equal(denied.status, STATUS.DENIED);
+  assert.equal(denied.message, "access denied by acl file");
+  const missing = await refused("nosuch");
+  assert.equal(missing.status, STATUS.FAILED);
+  assert.equal(missing.message, "failed to get mtu of bridge `nosuch': No such device");
+  const badName = await refused("a/b");
+  assert.equal(badName.status, STATUS.BAD_REQUEST);
+  assert.deepEqual(await noTapsLeft(ns), []);
+  await svc.waitFor(/bridge=br1 decision=denied reason="access denied by acl file"/);
+  assert.deepEqual(listBridgesSync({ socket: svc.socket }), ["br0"]);
+});
+
+rootTest(
+  "service: a tap its holder makes persistent is deleted, and so never outlives the VM",
+  async () => {
+    await using ns = await NetNs.create();
+    await ns.bridge("br0");
+    await using svc = await startService(ns, {
+      etcQemu: { "bridge.conf": "allow br0\n" },
+      args: ["--sweep-ms", "100"],
+    });
+    using fd = requestTapSync("br0", false, { socket: svc.socket, timeoutMs: 30_000 });
+    const name = tapInfo(fd.value).name;
+    ioctlValue(fd.value, TUNSETPERSIST, 1, "TUNSETPERSIST"); // needs no capability
+    await svc.waitFor(new RegExp(`event=tap-persistent .*tap=${name} action=deleted`));
+    assert.deepEqual(await noTapsLeft(ns), [], "deleted while the fd is still open");
+    fd.close();
+    assert.deepEqual(await noTapsLeft(ns), []);
+  },
+);
+
+rootTest(
+  "service: the per-user live-tap limit refuses with a clear message, and frees up",
+  async () => {
+    await using ns = await NetNs.create();
+    await ns.bridge("br0");
+    await using svc = await startService(ns, {
+      etcQemu: { "bridge.conf": "allow br0\n" },
+      args: ["--max-taps-per-user", "2"],
+    });
+    const opts = { socket: svc.socket, timeoutMs: 30_000 };
+    const a = requestTapSync("br0", false, opts);
+    using b = requestTapSync("br0", false, opts);
+    assert.throws(() => requestTapSync("br0", false, opts), {
+      name: "ServiceError",
+      message: "too many taps: uid 0 has 2 of 2 allowed",
+    });
+    a.close();
+    await noTapsLeft(ns, 300); // let the kernel remove it
+    using c = requestTapSync("br0", false, opts);
+    assert.notEqual(tapInfo(c.value).name, tapInfo(b.value).name);
+  },
+);
+
+rootTest("service: refuses to start holding more than CAP_NET_ADMIN", async () => {
+  const out = await run([SERVICE_FROM_SOURCE, "--listen", "/nonexistent/x"]);
+  assert.equal(out.code, 1);
+  assert.match(
+    out.stderr.trim(),
+    /^vm-bridged: refusing to run: thread \d+ holds more than CAP_NET_ADMIN: Cap\w+=[0-9a-f]+; start it from vm-bridge\.service/,
+  );
+});
+
+rootTest("service: the preload guard refuses any other main module", async () => {
+  const out = await run([
+    "deno",
+    "run",
+    "--quiet",
+    "--allow-ffi",
+    "--preload",
+    `${SERVICE_FROM_SOURCE}/../../service/guard.ts`,
+    `${SERVICE_FROM_SOURCE}/../../service/args.ts`,
+  ]);
+  assert.equal(out.code, 70);
+  assert.match(out.stderr, /only service\/main\.ts may run/);
+});
