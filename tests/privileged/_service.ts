@@ -72,6 +72,20 @@ export class ServiceProc implements AsyncDisposable {
     return listDir(`/proc/${this.pid}/fd`).length;
   }
 
+  /**
+   * Waits (up to `ms`) for the fd count to come back to `baseline`, and returns the count: the
+   * runtime may hold a transient fd for a moment, a leaked one stays for good.
+   */
+  async fdCountSettles(baseline: number, ms = 3000): Promise<number> {
+    const end = Date.now() + ms;
+    let n = this.fdCount();
+    while (n !== baseline && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 50));
+      n = this.fdCount();
+    }
+    return n;
+  }
+
   /** Sends a signal to the service (by pid). */
   kill(signal: Deno.Signal = "SIGTERM"): void {
     try {
