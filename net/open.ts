@@ -11,6 +11,8 @@ import { runHelper } from "./run_helper.ts";
 import { DEFAULT_HELPER, parseNetdev } from "./options.ts";
 import type { NetdevOptions as ParsedNetdevOptions } from "./options.ts";
 import { attachTap, openTun } from "./tap.ts";
+import { requestTap, ServiceUnavailableError } from "../service/client.ts";
+import { DEFAULT_SOCKET } from "../service/protocol.ts";
 
 /** Where `sudo deno task install-suid` installs the helper. */
 export const DEFAULT_HELPER_PATH: string = DEFAULT_HELPER;
@@ -28,10 +30,19 @@ export interface BridgeNetdevOptions extends NetdevOptions {
   vnetHdr?: boolean;
   /** Aborting kills the helper and rejects with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * Who creates the tap: `"auto"` (default) asks the bridge service when one listens (no
+   * process is spawned) and runs the helper when none does; `"service"` only asks the service;
+   * `"helper"` only runs the helper.
+   */
+  via?: "auto" | "service" | "helper";
+  /** The bridge service's socket (default `/run/vm-bridge/socket`). */
+  serviceSocket?: string;
 }
 
 /**
- * Gets a tap on a bridge through a bridge helper, exactly as QEMU's `-netdev bridge` does: a
+ * Gets a tap on a bridge from the bridge service when one listens (see `via`), else through a
+ * bridge helper, exactly as QEMU's `-netdev bridge` does: a
  * Unix socketpair, the child's end as its fd 3, `--fd=3 --br=BR`, `--use-vnet` only when
  * `vnetHdr` is set. Unlike QEMU, the bridge name never passes through a shell, the control
  * message is checked, and an fd received on a failure path is closed.
@@ -41,6 +52,8 @@ export interface BridgeNetdevOptions extends NetdevOptions {
  * @param options Bridge, helper, vnet header and abort signal.
  * @returns The tap as a Netdev.
  * @throws {BridgeHelperError} when the helper fails; the message carries its stderr.
+ * @throws {ServiceError} when the service refuses; the message is the helper's text.
+ * @throws {ServiceUnavailableError} with `via: "service"` when no service listens.
  *
  * @example Join br0 and print the first frame
  * ```ts ignore
@@ -58,7 +71,20 @@ export async function bridgeNetdev(options: BridgeNetdevOptions = {}): Promise<N
   const br = options.br ?? "br0";
   const bad = ifnameError(br);
   if (bad !== undefined) throw new RangeError(bad);
-  const fd = await runHelper({
+  const via = options.via ?? "auto";
+  let fd: Fd | undefined;
+  if (via !== "helper") {
+    try {
+      fd = await requestTap(br, options.vnetHdr ?? false, {
+        socket: options.serviceSocket ?? DEFAULT_SOCKET,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+    } catch (e) {
+      // Only a missing service falls back; a refusal is the answer (the helper would agree).
+      if (!(e instanceof ServiceUnavailableError) || via === "service") throw e;
+    }
+  }
+  fd ??= await runHelper({
     helper: options.helper ?? DEFAULT_HELPER_PATH,
     bridge: br,
     vnetHdr: options.vnetHdr ?? false,

@@ -6,7 +6,11 @@ import { listBridgesSync, requestTap, requestTapSync, ServiceError } from "../..
 import { STATUS } from "../../service/protocol.ts";
 import { tapInfo, vnetHdrSize } from "../../net/tap.ts";
 import { ioctlValue } from "../../sys/libc.ts";
-import { NetNs, rootTest, run } from "../_support/ns.ts";
+import { bridgeNetdev } from "../../net/open.ts";
+import { BridgeHelperError, runHelper } from "../../net/run_helper.ts";
+import { ServiceUnavailableError } from "../../service/client.ts";
+import { tempDirFor } from "../_support/deno_copy.ts";
+import { HELPER_FROM_SOURCE, NetNs, rootTest, run, sandbox } from "../_support/ns.ts";
 import { noTapsLeft, SERVICE_FROM_SOURCE, startService } from "./_service.ts";
 
 const TUNSETPERSIST = 0x400454cb;
@@ -136,3 +140,117 @@ rootTest("service: the preload guard refuses any other main module", async () =>
   assert.equal(out.code, 70);
   assert.match(out.stderr, /only service\/main\.ts may run/);
 });
+
+rootTest(
+  "bridgeNetdev(): asks the service when it listens (no process), falls back to the helper, and via forces either",
+  async () => {
+    await using ns = await NetNs.create();
+    await ns.bridge("br0");
+    await using svc = await startService(ns, { etcQemu: { "bridge.conf": "allow br0\n" } });
+    const nohelper = "/nonexistent/qemu-bridge-helper";
+    {
+      await using nic = await bridgeNetdev({
+        br: "br0",
+        helper: nohelper,
+        serviceSocket: svc.socket,
+      });
+      assert.match(nic.name, /^tap\d+$/);
+      await svc.waitFor(new RegExp(`tap=${nic.name} decision=allow`));
+    }
+    const missing = `${svc.dir}/no-such-socket`;
+    await assert.rejects(
+      bridgeNetdev({ br: "br0", helper: nohelper, serviceSocket: missing }),
+      BridgeHelperError,
+      "auto falls back to the helper when no service listens",
+    );
+    await assert.rejects(
+      bridgeNetdev({ br: "br0", helper: nohelper, serviceSocket: missing, via: "service" }),
+      ServiceUnavailableError,
+    );
+    await assert.rejects(
+      bridgeNetdev({ br: "br0", helper: nohelper, serviceSocket: svc.socket, via: "helper" }),
+      BridgeHelperError,
+      "via helper never asks the service",
+    );
+    await assert.rejects(
+      bridgeNetdev({ br: "br1", helper: nohelper, serviceSocket: svc.socket }),
+      { name: "ServiceError", message: "access denied by acl file" },
+      "a refusal does not fall back",
+    );
+    assert.deepEqual(await noTapsLeft(ns), []);
+  },
+);
+
+rootTest(
+  "--check as uid 65534 with no capability reports the service and the bridges it would give",
+  async () => {
+    await using ns = await NetNs.create();
+    await ns.bridge("br0");
+    await ns.bridge("br1", { mac: "02:00:00:00:00:02" });
+    await using svc = await startService(ns, { etcQemu: { "bridge.conf": "allow br0\n" } });
+    await using denoDir = await tempDirFor(65534, 0o700, "vmb-denodir-");
+    const sb = await sandbox(ns, {
+      user: { uid: 65534, gid: 65534 },
+      etcQemu: { "bridge.conf": "allow br0\n" },
+      setup: [
+        `export DENO_DIR=${denoDir.path}`,
+        "mount -t tmpfs -o mode=0755 vmb-run /run",
+        "mkdir /run/vm-bridge",
+        `mount --bind ${svc.dir} /run/vm-bridge`,
+      ].join("\n"),
+    });
+    try {
+      const r = await run([...sb.argv, HELPER_FROM_SOURCE, "--check"]);
+      const lines = r.stdout.trim().split("\n");
+      assert.equal(
+        lines[0],
+        "ok   the bridge service at `/run/vm-bridge/socket' answers and would give you `br0'",
+        r.stdout + r.stderr,
+      );
+      assert.equal(
+        lines[1],
+        "ok   no CAP_NET_ADMIN, which is fine: the bridge service creates taps",
+      );
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+    } finally {
+      await sb.cleanup();
+    }
+  },
+);
+
+rootTest(
+  "the unprivileged helper without a service fails as before, with a hint naming both fixes",
+  async () => {
+    await using ns = await NetNs.create();
+    await ns.bridge("br0");
+    await using denoDir = await tempDirFor(65534, 0o700, "vmb-denodir-");
+    const sb = await sandbox(ns, {
+      user: { uid: 65534, gid: 65534 },
+      tun0666: true,
+      etcQemu: { "bridge.conf": "allow br0\n" },
+      setup: `export DENO_DIR=${denoDir.path}\nmount -t tmpfs -o mode=0755 vmb-run /run`,
+    });
+    try {
+      let caught: unknown;
+      try {
+        (await runHelper({
+          helper: [...sb.argv, HELPER_FROM_SOURCE],
+          bridge: "br0",
+          vnetHdr: false,
+        }))
+          .close();
+      } catch (e) {
+        caught = e;
+      }
+      assert.ok(caught instanceof BridgeHelperError, String(caught));
+      const lines = caught.stderr.trim().split("\n");
+      assert.equal(lines[0], "failed to create tun device: Operation not permitted");
+      assert.match(
+        lines[1]!,
+        /^hint: .*no bridge service listens on `\/run\/vm-bridge\/socket': start the service \(systemctl enable --now vm-bridge\.socket\) or give the helper the capability \(sudo deno task install-suid\)$/,
+      );
+    } finally {
+      await sb.cleanup();
+    }
+  },
+);
