@@ -250,7 +250,7 @@ function serveRequest(
   }
 
   // 5. The per-user limit on live taps.
-  const live = taps.live(who.uid, onEvent);
+  const live = taps.live(who.uid, opts.maxTapsPerUser, onEvent);
   if (live >= opts.maxTapsPerUser) {
     finish(c, {
       status: STATUS.LIMIT,
