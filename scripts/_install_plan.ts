@@ -23,6 +23,23 @@ export const COMPILE_FLAGS: readonly string[] = [
   "./guard.ts",
 ];
 
+/** The `deno compile` flags of the bridge service (`--service`): the helper's plus LISTEN_*. */
+export const SERVICE_COMPILE_FLAGS: readonly string[] = [
+  "--no-code-cache",
+  "--no-prompt",
+  "--allow-ffi",
+  "--allow-env=LISTEN_FDS,LISTEN_PID",
+  "--v8-flags=--single-threaded",
+  "--preload",
+  "./service/guard.ts",
+];
+
+/** Where `--service` puts the systemd units (`destdir` applies, `prefix` does not). */
+export const UNIT_DIR = "/etc/systemd/system";
+
+/** The units `--service` installs, from the repository's systemd/ directory. */
+export const UNITS: readonly string[] = ["vm-bridge.socket", "vm-bridge.service"];
+
 /** The capability the installed helper gets, in setcap's syntax. */
 export const CAPS = "cap_net_admin+ep";
 
@@ -79,6 +96,10 @@ export interface InstallOptions {
   denort?: string;
   /** The group that may execute the helper. */
   group?: string;
+  /** Install the bridge service, its units, and the helper 0755 without any privilege. */
+  service?: boolean;
+  /** With `service`: install this compiled service instead of compiling one. */
+  serviceBinary?: string;
 }
 
 /** The help text. */
@@ -93,6 +114,9 @@ creates ${BRIDGE_CONF} with "allow br0" when there is none.
   --destdir DIR    stage into DIR for a package; prints the setcap line instead of running it
   --binary PATH    install this compiled helper (verified first) instead of compiling
   --denort PATH    compile offline with this denort (DENORT_BIN)
+  --service        install the bridge service (PREFIX/libexec/vm-bridged), its systemd units in
+                   ${UNIT_DIR}, and the helper 0755 with no capability: it asks the service
+  --service-binary PATH  with --service: install this compiled vm-bridged instead of compiling
   --dry-run        print every step, change nothing
   --uninstall      remove what an earlier install recorded in its manifest
   -h, --help       this text`;
@@ -131,6 +155,8 @@ export function parseInstallArgs(argv: readonly string[]): InstallOptions {
         binary: { type: "string" },
         denort: { type: "string" },
         group: { type: "string" },
+        service: { type: "boolean" },
+        "service-binary": { type: "string" },
         setuid: { type: "boolean" },
         suid: { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -145,7 +171,7 @@ export function parseInstallArgs(argv: readonly string[]): InstallOptions {
   }
   const v = parsed.values;
   if (v.setuid !== undefined || v.suid !== undefined) throw new InstallUsageError(SETUID_REFUSAL);
-  for (const name of ["prefix", "destdir", "binary", "denort", "group"]) {
+  for (const name of ["prefix", "destdir", "binary", "denort", "group", "service-binary"]) {
     const n = argv.filter((a) => a === `--${name}` || a.startsWith(`--${name}=`)).length;
     if (n > 1) throw new InstallUsageError(`--${name} given more than once`);
   }
@@ -166,6 +192,21 @@ export function parseInstallArgs(argv: readonly string[]): InstallOptions {
         throw new InstallUsageError(`--${name} makes no sense with --uninstall`);
       }
     }
+  }
+  if (v.service) {
+    if (options.action === "uninstall") {
+      throw new InstallUsageError("--service makes no sense with --uninstall (the manifest knows)");
+    }
+    if (v.group !== undefined) {
+      throw new InstallUsageError(
+        "--group makes no sense with --service: the helper is installed 0755 with no privilege",
+      );
+    }
+    options.service = true;
+  }
+  if (v["service-binary"] !== undefined) {
+    if (!v.service) throw new InstallUsageError("--service-binary needs --service");
+    options.serviceBinary = cleanPath("--service-binary", v["service-binary"]);
   }
   if (v.binary !== undefined) options.binary = cleanPath("--binary", v.binary);
   if (v.denort !== undefined) options.denort = cleanPath("--denort", v.denort);
@@ -197,6 +238,8 @@ export interface Paths {
   bridgeConf: string;
   /** The install manifest as the running system sees it. */
   manifest: string;
+  /** The bridge service (`--service`). */
+  service: string;
 }
 
 /** The final paths for a prefix (without destdir). */
@@ -206,6 +249,7 @@ export function pathsFor(prefix: string): Paths {
     helper: `${p}/libexec/qemu-bridge-helper`,
     bridgeConf: BRIDGE_CONF,
     manifest: `${p}/share/vm-bridge/install-manifest.json`,
+    service: `${p}/libexec/vm-bridged`,
   };
 }
 
@@ -219,6 +263,8 @@ export interface Manifest {
   bridgeConf: { path: string; text: string } | null;
   /** Directories this installer created, parents first. */
   dirs: string[];
+  /** With `--service`: the service binary and units, each with the SHA-256 installed. */
+  service?: { path: string; sha256: string }[];
 }
 
 /** Validates a parsed manifest; throws TypeError when it is not one of ours. */
@@ -231,7 +277,13 @@ export function checkManifest(value: unknown): Manifest {
     !/^[0-9a-f]{64}$/.test(m.helper.sha256) || !Array.isArray(m.dirs) || !m.dirs.every(isPath) ||
     !(m.bridgeConf === null ||
       (typeof m.bridgeConf === "object" && isPath(m.bridgeConf?.path) &&
-        typeof m.bridgeConf?.text === "string"))
+        typeof m.bridgeConf?.text === "string")) ||
+    !(m.service === undefined ||
+      (Array.isArray(m.service) &&
+        m.service.every((f) =>
+          typeof f === "object" && f !== null && isPath(f.path) && typeof f.sha256 === "string" &&
+          /^[0-9a-f]{64}$/.test(f.sha256)
+        )))
   ) {
     throw new TypeError("Not an install manifest of this installer");
   }
@@ -240,11 +292,30 @@ export function checkManifest(value: unknown): Manifest {
 
 /** One step of a plan. Paths are the real ones to touch (destdir applied). */
 export type Step =
-  | { op: "compile"; deno: string; repo: string; out: string; denort?: string }
+  | {
+    op: "compile";
+    deno: string;
+    repo: string;
+    out: string;
+    denort?: string;
+    /** Compile the bridge service instead of the helper. */
+    service?: boolean;
+  }
   | { op: "stage"; from: string; to: string }
   | { op: "verify"; path: string }
+  | { op: "verify-service"; path: string }
   | { op: "mkdir"; path: string }
-  | { op: "install"; from: string; to: string; group: string; gid: number; replaces: boolean }
+  | {
+    op: "install";
+    from: string;
+    to: string;
+    group: string;
+    gid: number;
+    replaces: boolean;
+    /** File mode (default 0750: the group may run the helper). */
+    mode?: number;
+  }
+  | { op: "install-unit"; from: string; to: string; execStart: string }
   | { op: "create-bridge-conf"; path: string; text: string }
   | { op: "keep-bridge-conf"; path: string }
   | {
@@ -255,7 +326,11 @@ export type Step =
     helper: string;
     /** The helper's file to hash (destdir applied). */
     helperFile: string;
+    /** With `--service`: final path and file to hash (destdir applied) of each service file. */
+    serviceFiles?: { path: string; file: string }[];
   }
+  | { op: "print-enable" }
+  | { op: "remove-file"; path: string; sha256: string }
   | { op: "setcap"; path: string }
   | { op: "getcap"; path: string }
   | { op: "print-setcap"; path: string }
@@ -313,7 +388,7 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
   const final = pathsFor(options.prefix);
   const d = options.destdir;
   const groupName = options.group ?? DEFAULT_GROUP;
-  const gid = facts.groups.get(groupName);
+  const gid = options.service ? 0 : facts.groups.get(groupName);
   if (gid === undefined) {
     throw new InstallRefusal(
       options.group === undefined
@@ -348,6 +423,23 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
     steps.push(compile);
   }
   steps.push({ op: "verify", path: staged });
+  const stagedService = `${facts.staging}/vm-bridged`;
+  if (options.service) {
+    if (options.serviceBinary !== undefined) {
+      steps.push({ op: "stage", from: options.serviceBinary, to: stagedService });
+    } else {
+      const compile: Step = {
+        op: "compile",
+        deno: facts.deno,
+        repo: facts.repo,
+        out: stagedService,
+        service: true,
+      };
+      if (options.denort !== undefined) compile.denort = options.denort;
+      steps.push(compile);
+    }
+    steps.push({ op: "verify-service", path: stagedService });
+  }
 
   const created: string[] = [];
   const helperDir = final.helper.slice(0, final.helper.lastIndexOf("/"));
@@ -359,16 +451,46 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
     op: "install",
     from: staged,
     to: d + final.helper,
-    group: groupName,
+    group: options.service ? "root" : groupName,
     gid,
     replaces: facts.existing.has(d + final.helper),
+    // With the service the helper holds nothing: anyone may run it, it asks the service.
+    ...(options.service ? { mode: 0o755 } : {}),
   });
+  const serviceFiles: { path: string; file: string }[] = [];
+  if (options.service) {
+    steps.push({
+      op: "install",
+      from: stagedService,
+      to: d + final.service,
+      group: "root",
+      gid: 0,
+      replaces: facts.existing.has(d + final.service),
+      mode: 0o755,
+    });
+    serviceFiles.push({ path: final.service, file: d + final.service });
+    for (const dir of missingDirs(UNIT_DIR, d, facts.existing)) {
+      steps.push({ op: "mkdir", path: d + dir });
+      created.push(dir);
+    }
+    for (const unit of UNITS) {
+      const to = `${UNIT_DIR}/${unit}`;
+      steps.push({
+        op: "install-unit",
+        from: `${facts.repo}/systemd/${unit}`,
+        to: d + to,
+        execStart: final.service,
+      });
+      serviceFiles.push({ path: to, file: d + to });
+    }
+  }
 
   let bridgeConf: Manifest["bridgeConf"] = facts.previous?.bridgeConf ?? null;
   if (facts.existing.has(d + final.bridgeConf)) {
     steps.push({ op: "keep-bridge-conf", path: d + final.bridgeConf });
   } else {
     for (const dir of missingDirs("/etc/qemu", d, facts.existing)) {
+      if (created.includes(dir)) continue; // made for the systemd units already
       steps.push({ op: "mkdir", path: d + dir });
       created.push(dir);
     }
@@ -390,10 +512,14 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
     manifest: { format: 1, bridgeConf, dirs },
     helper: final.helper,
     helperFile: d + final.helper,
+    ...(options.service ? { serviceFiles } : {}),
   });
 
-  // Last: any later copy, chown or rename would drop the capability again.
-  if (d === "") {
+  if (options.service) {
+    // No capability anywhere: systemd starts the service with CAP_NET_ADMIN only.
+    steps.push({ op: "print-enable" });
+  } else if (d === "") {
+    // Last: any later copy, chown or rename would drop the capability again.
     steps.push({ op: "setcap", path: final.helper }, { op: "getcap", path: final.helper });
   } else {
     steps.push({ op: "print-setcap", path: final.helper });
@@ -409,6 +535,8 @@ export interface UninstallFacts {
   helperSha256: string | null;
   /** The ACL's text now, or null when it is missing. */
   bridgeConfText: string | null;
+  /** SHA-256 now of each service file the manifest records (null: missing). */
+  serviceSha256?: ReadonlyMap<string, string | null>;
 }
 
 /**
@@ -452,6 +580,13 @@ export function planUninstall(
       });
     }
   }
+  for (const f of m.service ?? []) {
+    const now = facts.serviceSha256?.get(f.path) ?? null;
+    if (now === null) notes.push(`${d + f.path} is already gone`);
+    else if (now !== f.sha256) {
+      notes.push(`keeping ${d + f.path}: it changed since it was installed`);
+    } else steps.push({ op: "remove-file", path: d + f.path, sha256: f.sha256 });
+  }
   steps.push({ op: "remove-manifest", path: d + final.manifest });
   for (const dir of [...m.dirs].reverse()) steps.push({ op: "rmdir", path: d + dir });
   return { steps, notes };
@@ -462,9 +597,34 @@ export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_/.,:=+@%-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
-/** The argv of the compile step (after the deno executable). */
-export function compileArgs(out: string): string[] {
-  return ["compile", ...COMPILE_FLAGS, "--output", out, "./helper.ts"];
+/** The argv of the compile step (after the deno executable); `service` builds vm-bridged. */
+export function compileArgs(out: string, service = false): string[] {
+  return service
+    ? ["compile", ...SERVICE_COMPILE_FLAGS, "--output", out, "./service/main.ts"]
+    : ["compile", ...COMPILE_FLAGS, "--output", out, "./helper.ts"];
+}
+
+/**
+ * The unit text with `ExecStart=` pointing at the installed service. Pure.
+ *
+ * @param text The unit as shipped in systemd/.
+ * @param execStart The installed service's path.
+ * @returns The text to install.
+ */
+export function unitText(text: string, execStart: string): string {
+  return text.replace(/^ExecStart=.*$/m, `ExecStart=${execStart}`);
+}
+
+/**
+ * Judges the probe of a candidate service binary run as root with one unknown argument: the
+ * service (and only it) refuses with a `vm-bridged: ` line and exit 1, whether it objects to
+ * the capabilities root holds or to the argument. Returns why not, or undefined.
+ */
+export function judgeServiceProbe(out: ProbeOutput): string | undefined {
+  if (out.code === 1 && out.stdout === "" && /^vm-bridged: /.test(out.stderr)) return undefined;
+  return `it does not answer as vm-bridged (exit ${out.code}, stderr ${
+    JSON.stringify(out.stderr.slice(0, 200))
+  })`;
 }
 
 /** The environment for `deno compile`: the parent's minus the denylist, plus DENORT_BIN. */
@@ -500,17 +660,30 @@ export function describeStep(step: Step): string {
   switch (step.op) {
     case "compile":
       return `(cd ${q(step.repo)} && ${step.denort ? `DENORT_BIN=${q(step.denort)} ` : ""}` +
-        `${q(step.deno)} ${compileArgs(step.out).map(q).join(" ")})`;
+        `${q(step.deno)} ${compileArgs(step.out, step.service ?? false).map(q).join(" ")})`;
     case "stage":
       return `cp ${q(step.from)} ${q(step.to)}`;
     case "verify":
       return `verify ${q(step.path)} is the helper, not a bare Deno runtime: no arguments, ` +
         "--version and eval must each print only the usage line and exit 1";
+    case "verify-service":
+      return `verify ${q(step.path)} is vm-bridged: run as root with an unknown argument it must ` +
+        "refuse with a vm-bridged: line and exit 1";
     case "mkdir":
       return `install -d -o root -g root -m 0755 ${q(step.path)}`;
     case "install":
-      return `install -o root -g ${q(step.group)} -m 0750 ${q(step.from)} ${q(step.to)}` +
-        (step.replaces ? "  # replaces the existing file" : "");
+      return `install -o root -g ${q(step.group)} -m ${
+        (step.mode ?? 0o750).toString(8).padStart(4, "0")
+      } ${q(step.from)} ${q(step.to)}` + (step.replaces ? "  # replaces the existing file" : "");
+    case "install-unit":
+      return `install -o root -g root -m 0644 ${q(step.from)} ${
+        q(step.to)
+      }  # ExecStart=${step.execStart}`;
+    case "print-enable":
+      return "not run (systemd may not be PID 1 here); to start the service: " +
+        "systemctl daemon-reload && systemctl enable --now vm-bridge.socket";
+    case "remove-file":
+      return `rm ${q(step.path)}  # still the bytes this installer wrote`;
     case "create-bridge-conf":
       return `create ${q(step.path)} (root:root 0644) containing ${JSON.stringify(step.text)}`;
     case "keep-bridge-conf":

@@ -15,6 +15,7 @@ import {
   InstallRefusal,
   InstallUsageError,
   judgeProbe,
+  judgeServiceProbe,
   type Manifest,
   mountOptionsFor,
   parseGroupFile,
@@ -25,6 +26,9 @@ import {
   PROBES,
   type Step,
   summarizeCompileError,
+  UNIT_DIR,
+  UNITS,
+  unitText,
 } from "./_install_plan.ts";
 import { readSmallFile } from "../sys/libc.ts";
 
@@ -74,7 +78,8 @@ async function gatherInstallFacts(options: InstallOptions, staging: string): Pro
   const existing = new Set<string>();
   const dirs = new Map<string, { uid: number; mode: number }>();
   const candidates = new Set<string>();
-  for (const path of [final.helper, final.bridgeConf, final.manifest]) {
+  const service = options.service ? [final.service, ...UNITS.map((u) => `${UNIT_DIR}/${u}`)] : [];
+  for (const path of [final.helper, final.bridgeConf, final.manifest, ...service]) {
     let p = path;
     candidates.add(d + p);
     while (p !== "/") {
@@ -159,10 +164,37 @@ async function verifyHelper(path: string, scratch: string): Promise<void> {
   }
 }
 
+/** Runs a candidate service binary once, as the installer (root), with an unknown argument. */
+async function verifyService(path: string, scratch: string): Promise<void> {
+  let out;
+  try {
+    const r = await new Deno.Command(path, {
+      args: ["--vmb-install-probe"],
+      cwd: scratch,
+      clearEnv: true,
+      env: { HOME: scratch, DENO_DIR: scratch, PATH: "/usr/bin:/bin" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
+    }).output();
+    const dec = new TextDecoder();
+    out = {
+      code: r.signal ? -1 : r.code,
+      stdout: dec.decode(r.stdout),
+      stderr: dec.decode(r.stderr),
+    };
+  } catch (e) {
+    throw new InstallRefusal(`cannot run ${path} to verify it: ${(e as Error).message}`);
+  }
+  const reason = judgeServiceProbe(out);
+  if (reason !== undefined) throw new InstallRefusal(`refusing to install ${path}: ${reason}`);
+}
+
 async function execute(step: Step, scratch: string): Promise<void> {
   switch (step.op) {
     case "compile": {
-      const r = await command([step.deno, ...compileArgs(step.out)], {
+      const r = await command([step.deno, ...compileArgs(step.out, step.service ?? false)], {
         cwd: step.repo,
         clearEnv: true,
         env: compileEnv(Deno.env.toObject(), step.denort),
@@ -182,6 +214,8 @@ async function execute(step: Step, scratch: string): Promise<void> {
       return;
     case "verify":
       return await verifyHelper(step.path, scratch);
+    case "verify-service":
+      return await verifyService(step.path, scratch);
     case "mkdir":
       await Deno.mkdir(step.path, { mode: 0o755 });
       await Deno.chown(step.path, 0, 0);
@@ -194,7 +228,7 @@ async function execute(step: Step, scratch: string): Promise<void> {
       await Deno.copyFile(step.from, tmp);
       try {
         await Deno.chown(tmp, 0, step.gid);
-        await Deno.chmod(tmp, 0o750);
+        await Deno.chmod(tmp, step.mode ?? 0o750);
         await Deno.rename(tmp, step.to);
       } catch (e) {
         await Deno.remove(tmp).catch(() => {});
@@ -202,6 +236,28 @@ async function execute(step: Step, scratch: string): Promise<void> {
       }
       return;
     }
+    case "install-unit": {
+      const tmp = `${step.to}.vmb-new-${Deno.pid}`;
+      const text = unitText(await Deno.readTextFile(step.from), step.execStart);
+      await Deno.writeTextFile(tmp, text, { mode: 0o644 });
+      try {
+        await Deno.chown(tmp, 0, 0);
+        await Deno.chmod(tmp, 0o644);
+        await Deno.rename(tmp, step.to);
+      } catch (e) {
+        await Deno.remove(tmp).catch(() => {});
+        throw e;
+      }
+      return;
+    }
+    case "print-enable":
+      return;
+    case "remove-file":
+      if ((await sha256File(step.path)) !== step.sha256) {
+        throw new InstallRefusal(`${step.path} changed meanwhile; not removing it`);
+      }
+      await Deno.remove(step.path);
+      return;
     case "create-bridge-conf": {
       // createNew: O_EXCL, so an ACL that appeared meanwhile is still never overwritten.
       await Deno.writeTextFile(step.path, step.text, { createNew: true, mode: 0o644 });
@@ -216,6 +272,12 @@ async function execute(step: Step, scratch: string): Promise<void> {
         ...step.manifest,
         helper: { path: step.helper, sha256: await sha256File(step.helperFile) },
       };
+      if (step.serviceFiles) {
+        manifest.service = [];
+        for (const f of step.serviceFiles) {
+          manifest.service.push({ path: f.path, sha256: await sha256File(f.file) });
+        }
+      }
       const tmp = `${step.path}.vmb-new-${Deno.pid}`;
       await Deno.writeTextFile(tmp, JSON.stringify(manifest, null, 2) + "\n", { mode: 0o644 });
       await Deno.chown(tmp, 0, 0);
@@ -284,8 +346,14 @@ async function run(options: InstallOptions): Promise<number> {
       const manifest = await readManifest(options.destdir + final.manifest);
       const helperPath = manifest ? options.destdir + manifest.helper.path : "";
       const confPath = manifest?.bridgeConf ? options.destdir + manifest.bridgeConf.path : "";
+      const serviceSha256 = new Map<string, string | null>();
+      for (const f of manifest?.service ?? []) {
+        const path = options.destdir + f.path;
+        serviceSha256.set(f.path, (await exists(path)) ? await sha256File(path) : null);
+      }
       const plan = planUninstall(options, {
         manifest,
+        serviceSha256,
         helperSha256: manifest && (await exists(helperPath)) ? await sha256File(helperPath) : null,
         bridgeConfText: confPath && (await exists(confPath))
           ? await Deno.readTextFile(confPath)
