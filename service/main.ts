@@ -127,7 +127,18 @@ function serve(listener: Fd, ctl: NetControl, opts: ServiceOptions): never {
     for (let i = 1; i < fds.length; i++) {
       if (!revents[i]) continue;
       const c = clients.get(fds[i]!)!;
-      if (serveRequest(c, ctl, taps, opts, onEvent)) {
+      let done = true;
+      try {
+        done = serveRequest(c, ctl, taps, opts, onEvent);
+      } catch (e) {
+        // A bug or an error nobody foresaw fails this request only; the others keep being served
+        // (and any tap it made was closed by `using` on the way out).
+        finish(c, {
+          status: STATUS.FAILED,
+          text: `internal error: ${e instanceof Error ? e.message : String(e)}`,
+        });
+      }
+      if (done) {
         clients.delete(fds[i]!);
         c.sock.close();
       }
