@@ -14,15 +14,34 @@ import {
   PrivilegeError,
 } from "./caps/privileges.ts";
 import { NetControl } from "./net/bridge.ts";
+import { escapeForMessage } from "./net/ifname.ts";
+import { altnameMessage, checkName, Links } from "./net/link.ts";
 import { attachTap, openTun, tunFeatures } from "./net/tap.ts";
 import { requestTapSync, ServiceError, ServiceUnavailableError } from "./service/client.ts";
 import { DEFAULT_SOCKET } from "./service/protocol.ts";
 import type { Fd } from "./sys/fd.ts";
-import { capget, fstat, getsockoptInt, OsError, S, sendFd, SOCK } from "./sys/libc.ts";
+import {
+  capget,
+  E,
+  fstat,
+  getpid,
+  getsockoptInt,
+  OsError,
+  peerCred,
+  S,
+  sendFd,
+  SOCK,
+} from "./sys/libc.ts";
 import { IFF } from "./sys/structs.ts";
 
 /** A failure with the exact text the C helper prints for it. */
 class Fail extends Error {}
+
+/**
+ * How long the final sendmsg may wait for room in the caller's socket. QEMU reads at once; a
+ * caller that never reads must not keep a tap up on the bridge (and this process alive) forever.
+ */
+const SEND_TIMEOUT_MS = 5000;
 
 /** Runs `fn`; an OsError becomes `Fail("<what>: <strerror>")`, the C helper's format. */
 function step<T>(what: string, fn: () => T, hint?: string): T {
@@ -53,27 +72,34 @@ function main(argv: readonly string[]): number {
   const args = parseHelperArgs(argv);
   if (args.check) return runChecks(args.bridge);
 
-  // 3. The fd must be an open Unix socket now, before any tap exists (C finds out at the end).
+  // 3. The fd must be a connected Unix socket whose peer is not this process (the runtime holds
+  //    sockets of its own), checked now, before any tap exists (C finds out at the end).
   checkUnixSocket(args.fd);
 
   // 3b. No CAP_NET_ADMIN (installed with no privilege at all): when the bridge service listens,
-  //     it decides for us (it learns who we are from the kernel) and we pass its tap fd on.
+  //     it decides for us (it learns who we are from the kernel, and checks the bridge's name
+  //     as step 4 does) and we pass its tap fd on with step 7's send.
   const privileged = (capget().effective & (1n << BigInt(CAP_NET_ADMIN))) !== 0n;
   if (!privileged) {
     const fd = askService(args.bridge, args.useVnet);
     if (fd !== undefined) {
       using tap = fd;
-      step("failed to write fd to unix socket", () => sendFd(args.fd, tap.value));
+      sendTap(args.fd, tap.value);
       return 0;
     }
   }
   const hint = privileged ? undefined : NO_PRIVILEGE_HINT;
 
-  // 4. The ACL, read with the caller's rights; any doubt about it denies.
+  // 4. The bridge's own name, before the ACL: the kernel also resolves alternative names, so
+  //    `--br=prod0' would pass a `deny br-prod' and still reach br-prod. A missing bridge goes
+  //    on to fail at SIOCGIFMTU with C's message; its index 0 then matches no port's master.
+  const bridgeIndex = canonicalBridge(args.bridge);
+
+  // 5. The ACL, read with the caller's rights; any doubt about it denies.
   const rules = loadAcl(ACL_FILE, { onSkip: () => {} });
   if (!aclAllows(rules, args.bridge)) throw new Fail("access denied by acl file");
 
-  // 5. Kernel work. Both fds are closed on every path by `using`; the tap is non-persistent,
+  // 6. Kernel work. Both fds are closed on every path by `using`; the tap is non-persistent,
   //    so closing its fd on a failure removes it and its bridge port.
   using ctl = step("failed to open control socket", () => new NetControl());
   using tun = step("failed to open /dev/net/tun", () => openTun(), hint);
@@ -93,12 +119,31 @@ function main(argv: readonly string[]): number {
     `failed to add interface \`${tap}' to bridge \`${args.bridge}'`,
     () => ctl.addToBridge(args.bridge, tap),
   );
+  // SIOCBRADDIF takes the bridge by name: if it was renamed since step 4 and another interface
+  // took the name, the tap joined that one. Re-read its master by index, before it is up.
+  checkMaster(tap, bridgeIndex, args.bridge);
   const up = step(`failed to get interface flags for \`${tap}'`, () => ctl.flags(tap));
   step(`failed to bring up interface \`${tap}'`, () => ctl.setFlags(tap, up | IFF.UP));
 
-  // 6. One sendmsg: a 0x00 byte and the tap fd. Exit 0 only after it succeeded.
-  step("failed to write fd to unix socket", () => sendFd(args.fd, tun.value));
+  // 7. One sendmsg: a 0x00 byte and the tap fd, waiting at most SEND_TIMEOUT_MS for room.
+  //    Exit 0 only after it succeeded; on a timeout the tap goes with its fd.
+  sendTap(args.fd, tun.value);
   return 0;
+}
+
+/** Step 7's send (also used for a tap from the service). */
+function sendTap(sock: number, tapFd: number): void {
+  try {
+    sendFd(sock, tapFd, SEND_TIMEOUT_MS);
+  } catch (e) {
+    if (e instanceof OsError && e.errno === E.ETIMEDOUT) {
+      throw new Fail(
+        "failed to write fd to unix socket: the caller did not read it within " +
+          `${SEND_TIMEOUT_MS / 1000} seconds`,
+      );
+    }
+    throw e instanceof OsError ? new Fail(`failed to write fd to unix socket: ${e.strerror}`) : e;
+  }
 }
 
 /** The service's tap fd, or undefined when no service listens; its refusal is our failure. */
@@ -119,6 +164,40 @@ function checkUnixSocket(fd: number): void {
       getsockoptInt(fd, SOCK.SOL_SOCKET, SOCK.SO_DOMAIN) === SOCK.AF_UNIX;
   } catch { /* not open: ok stays false */ }
   if (!ok) throw new Fail(`invalid --fd=${fd}: not an open Unix socket`);
+  // The peer's pid is the process that connected, or that made the pair. Deno's runtime makes
+  // socket pairs of its own (fds 7-9 under QEMU): sending the tap there would "succeed", exit 0,
+  // and leave QEMU to adopt whatever its fd is. No peer at all (pid 0) is refused as well.
+  const peer = peerCred(fd).pid;
+  if (peer === 0) throw new Fail(`invalid --fd=${fd}: the socket is not connected`);
+  if (peer === getpid()) {
+    throw new Fail(`invalid --fd=${fd}: the socket's peer is this helper itself`);
+  }
+}
+
+/** Step 4: refuses an alternative name; returns the bridge's ifindex, 0 when it is missing. */
+function canonicalBridge(name: string): number {
+  using links = step("failed to open netlink socket", () => new Links());
+  const found = step(
+    `failed to look up bridge \`${escapeForMessage(name)}'`,
+    () => checkName(links, name),
+  );
+  if (found.kind === "altname") throw new Fail(altnameMessage(name, found.canonical));
+  return found.kind === "missing" ? 0 : found.index;
+}
+
+/** The tap's master must be the interface checked in step 4 (by index), and still so named. */
+function checkMaster(tap: string, bridgeIndex: number, bridge: string): void {
+  using links = step("failed to open netlink socket", () => new Links());
+  const port = step(`failed to look up \`${tap}'`, () => links.get({ name: tap }));
+  const master = port?.master === undefined
+    ? undefined
+    : step(`failed to look up bridge \`${escapeForMessage(bridge)}'`, () =>
+      links.get({ index: port.master! }));
+  if (bridgeIndex === 0 || master?.index !== bridgeIndex || master.name !== bridge) {
+    throw new Fail(
+      `bridge \`${escapeForMessage(bridge)}' changed while \`${tap}' was added to it: refusing`,
+    );
+  }
 }
 
 function warn(line: string): void {

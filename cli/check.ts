@@ -7,6 +7,7 @@ import { aclAllows } from "../acl/decide.ts";
 import type { AclRule } from "../acl/parse.ts";
 import { CAP_NET_ADMIN } from "../caps/privileges.ts";
 import { escapeForMessage, ifnameError } from "../net/ifname.ts";
+import { checkName, Links } from "../net/link.ts";
 import { capget, close, E, getresuid, listDir, O, open, OsError } from "../sys/libc.ts";
 import { listBridgesSync, ServiceUnavailableError } from "../service/client.ts";
 import { DEFAULT_SOCKET } from "../service/protocol.ts";
@@ -133,17 +134,13 @@ export function tunResult(errno: number, strerror = ""): CheckResult {
 
 /** The result line for loading the ACL: the rules, or the error that stopped it. */
 export function aclResult(
-  outcome: { rules: readonly AclRule[]; skipped: readonly string[] } | { error: unknown },
+  outcome: { rules: readonly AclRule[] } | { error: unknown },
   uid: number,
   file = ACL_FILE,
 ): CheckResult {
   if ("rules" in outcome) {
     const n = outcome.rules.length;
-    const skipped = outcome.skipped.length === 0
-      ? ""
-      : `; skipped include${outcome.skipped.length > 1 ? "s" : ""} you cannot read: ` +
-        outcome.skipped.map((p) => `\`${p}'`).join(", ");
-    return { ok: true, what: `\`${file}' parses: ${n} rule${n === 1 ? "" : "s"}${skipped}` };
+    return { ok: true, what: `\`${file}' parses: ${n} rule${n === 1 ? "" : "s"}` };
   }
   const e = outcome.error;
   const cause = e instanceof AclError && e.file === file && e.cause instanceof OsError
@@ -168,7 +165,33 @@ export function aclResult(
     ok: false,
     what: `\`${file}' is refused: ${e instanceof Error ? e.message : String(e)}`,
     fix: `correct it: lines are \`allow NAME', \`deny NAME', \`allow all', \`deny all', ` +
-      "`include PATH`; every file root-owned and not group- or world-writable",
+      "`include PATH`; every file, and every directory above it, root-owned and not group- or " +
+      "world-writable",
+  };
+}
+
+/** An include that loadAcl() skipped, and why (its errno). */
+export interface SkippedInclude {
+  /** The include's path, as resolved. */
+  path: string;
+  /** EACCES when the caller may not read it; ENOENT or ENOTDIR when it does not exist. */
+  errno: number;
+}
+
+/**
+ * The result line for one skipped include. An include the caller cannot read is skipped, as in
+ * QEMU (per-group include files are its way to give groups different bridges): its rules, `deny`
+ * ones included, do not apply to this caller, which the line says in so many words. It is not a
+ * failure: that is the design, and only the administrator can tell whether it was meant.
+ */
+export function skippedIncludeResult(skip: SkippedInclude, uid: number): CheckResult {
+  if (skip.errno === E.ENOENT || skip.errno === E.ENOTDIR) {
+    return { ok: true, what: `include \`${skip.path}' does not exist: its rules apply to no one` };
+  }
+  return {
+    ok: true,
+    what: `you (uid ${uid}) cannot read include \`${skip.path}': its rules do not apply to you, ` +
+      "`deny' rules included",
   };
 }
 
@@ -230,6 +253,38 @@ export function bridgeResult(name: string, state: InterfaceState): CheckResult {
         what: `\`${name}' is not a valid interface name: ${ifnameError(name) ?? "?"}`,
         fix: "use the name of an existing bridge (see `ip -br link show type bridge`)",
       };
+  }
+}
+
+/**
+ * The result line for `name`, an alternative name of the bridge `canonical`, given as `--br`
+ * (`where` = "argument") or written in the ACL ("acl"). The helper refuses alternative names
+ * before the ACL (the kernel would resolve them, and a `deny` of the bridge's own name would not
+ * match), so the fix is to use the bridge's own name.
+ */
+export function altnameResult(
+  name: string,
+  canonical: string,
+  where: "argument" | "acl",
+): CheckResult {
+  return {
+    ok: false,
+    what: `\`${name}' is an alternative name of \`${canonical}': the helper refuses it`,
+    fix: where === "argument"
+      ? `use --br=${canonical} (QEMU: br=${canonical})`
+      : `use \`${canonical}' in ${ACL_FILE}`,
+  };
+}
+
+/** The bridge's own name when `name` is an alternative name of it, else undefined. */
+export function altnameOf(name: string): string | undefined {
+  if (ifnameError(name) !== undefined) return undefined;
+  try {
+    using links = new Links();
+    const found = checkName(links, name);
+    return found.kind === "altname" ? found.canonical : undefined;
+  } catch {
+    return undefined; // the existence check below reports what is wrong with it
   }
 }
 
@@ -373,29 +428,40 @@ export function collectChecks(bridge: string, options: CheckOptions): CheckResul
     );
   }
   if (!viaService) results.push(tunCheck());
+  // As in the helper, an alternative name is refused before the ACL is read.
+  const argAltname = bridge === "" ? undefined : altnameOf(bridge);
+  if (argAltname !== undefined) results.push(altnameResult(bridge, argAltname, "argument"));
 
-  const skipped: string[] = [];
+  const skipped: SkippedInclude[] = [];
   let rules: AclRule[];
   try {
-    rules = loadAcl(ACL_FILE, { onSkip: (path) => skipped.push(path) });
+    rules = loadAcl(ACL_FILE, { onSkip: (path, _, errno) => skipped.push({ path, errno }) });
   } catch (error) {
     results.push(aclResult({ error }, uid));
     return results;
   }
-  results.push(aclResult({ rules, skipped }, uid));
+  results.push(aclResult({ rules }, uid));
+  results.push(...skipped.map((skip) => skippedIncludeResult(skip, uid)));
   const decision = decisionResult(rules, bridge);
   results.push(decision);
   if (!decision.ok) return results;
 
   if (bridge !== "") {
-    results.push(bridgeResult(bridge, interfaceState(bridge)));
+    if (argAltname === undefined) results.push(bridgeResult(bridge, interfaceState(bridge)));
     return results;
   }
   const set = allowedBridges(rules);
   if (set.all) {
     results.push(existingBridgesResult(listBridges().filter((n) => !set.names.includes(n))));
   } else {
-    for (const name of set.names) results.push(bridgeResult(name, interfaceState(name)));
+    for (const name of set.names) {
+      const canonical = altnameOf(name);
+      results.push(
+        canonical === undefined
+          ? bridgeResult(name, interfaceState(name))
+          : altnameResult(name, canonical, "acl"),
+      );
+    }
   }
   return results;
 }

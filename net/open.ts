@@ -5,6 +5,7 @@ import { Fd } from "../sys/fd.ts";
 import { IFF } from "../sys/structs.ts";
 import { ifNameToIndex, OsError } from "../sys/libc.ts";
 import { ifnameError } from "./ifname.ts";
+import { altnameMessage, checkName, Links } from "./link.ts";
 import { Netdev } from "./netdev.ts";
 import type { NetdevOptions } from "./netdev.ts";
 import { runHelper } from "./run_helper.ts";
@@ -38,14 +39,18 @@ export interface BridgeNetdevOptions extends NetdevOptions {
   via?: "auto" | "service" | "helper";
   /** The bridge service's socket (default `/run/vm-bridge/socket`). */
   serviceSocket?: string;
+  /** Kill a helper still running after this many milliseconds (default 30 s). */
+  timeoutMs?: number;
 }
 
 /**
  * Gets a tap on a bridge from the bridge service when one listens (see `via`), else through a
  * bridge helper, exactly as QEMU's `-netdev bridge` does: a
  * Unix socketpair, the child's end as its fd 3, `--fd=3 --br=BR`, `--use-vnet` only when
- * `vnetHdr` is set. Unlike QEMU, the bridge name never passes through a shell, the control
- * message is checked, and an fd received on a failure path is closed.
+ * `vnetHdr` is set. Unlike QEMU, the bridge name never passes through a shell, an alternative
+ * interface name is refused (`br` must be the bridge's own name), the control message is
+ * checked, the tap must be a port of `br`, a helper that runs past `timeoutMs` is killed, and an
+ * fd received on a failure path is closed.
  *
  * Requires `--allow-ffi`. The helper itself needs CAP_NET_ADMIN (the installed one has it).
  *
@@ -54,6 +59,7 @@ export interface BridgeNetdevOptions extends NetdevOptions {
  * @throws {BridgeHelperError} when the helper fails; the message carries its stderr.
  * @throws {ServiceError} when the service refuses; the message is the helper's text.
  * @throws {ServiceUnavailableError} with `via: "service"` when no service listens.
+ * @throws {RangeError} when `br` is not a valid interface name, or is an alternative name.
  *
  * @example Join br0 and print the first frame
  * ```ts ignore
@@ -71,12 +77,22 @@ export async function bridgeNetdev(options: BridgeNetdevOptions = {}): Promise<N
   const br = options.br ?? "br0";
   const bad = ifnameError(br);
   if (bad !== undefined) throw new RangeError(bad);
+  // Before any helper runs, as our helper does before its ACL: QEMU's C helper would hand out a
+  // tap on the bridge an alternative name resolves to, whatever a `deny` of its own name says.
+  // (A helper run in another namespace is checked there, by runHelper, once the tap exists; the
+  // service checks in its own namespace.)
+  {
+    using links = new Links();
+    const found = checkName(links, br);
+    if (found.kind === "altname") throw new RangeError(altnameMessage(br, found.canonical));
+  }
   const via = options.via ?? "auto";
   let fd: Fd | undefined;
   if (via !== "helper") {
     try {
       fd = await requestTap(br, options.vnetHdr ?? false, {
         socket: options.serviceSocket ?? DEFAULT_SOCKET,
+        ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
       });
     } catch (e) {
@@ -89,6 +105,7 @@ export async function bridgeNetdev(options: BridgeNetdevOptions = {}): Promise<N
     bridge: br,
     vnetHdr: options.vnetHdr ?? false,
     ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
   });
   try {
     return new Netdev(fd, options);
@@ -180,6 +197,8 @@ export interface OpenNetdevOptions extends NetdevOptions {
   vnetHdr?: boolean;
   /** Aborting kills a helper that is still running. */
   signal?: AbortSignal;
+  /** Kill a helper still running after this many milliseconds (default 30 s). */
+  timeoutMs?: number;
 }
 
 /**
@@ -210,7 +229,7 @@ export function openNetdev(
   } catch (e) {
     return Promise.reject(e);
   }
-  const { vnetHdr, signal, ...netdev } = options;
+  const { vnetHdr, signal, timeoutMs, ...netdev } = options;
   switch (parsed.kind) {
     case "bridge":
     case "tap-helper":
@@ -220,6 +239,7 @@ export function openNetdev(
         helper: parsed.helper,
         vnetHdr: vnetHdr ?? false,
         ...(signal ? { signal } : {}),
+        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
       });
     case "tap-fd":
       return tapNetdev({ ...netdev, fd: parsed.fd });

@@ -18,6 +18,8 @@ import {
   tryWait,
 } from "../sys/libc.ts";
 import type { ExitStatus } from "../sys/libc.ts";
+import { escapeForMessage } from "./ifname.ts";
+import { tapPortProblem } from "./link.ts";
 import { tapInfo } from "./tap.ts";
 
 /** The fd number the helper gets its socket on, as QEMU's `--fd=` for a fresh child. */
@@ -25,6 +27,21 @@ export const HELPER_FD = 3;
 
 /** Output kept from a failing helper's stderr. */
 const MAX_STDERR = 64 * 1024;
+
+/**
+ * How long a helper may run before it is killed, unless `timeoutMs` says otherwise. Ours takes
+ * well under a second; the margin is for a loaded machine, not for a helper that hangs.
+ */
+export const DEFAULT_HELPER_TIMEOUT_MS = 30_000;
+
+/**
+ * Data a helper may write to its socket. The protocol is one byte with one fd; a helper that
+ * keeps writing is killed once it passed this, rather than read (and stored) forever.
+ */
+const MAX_SOCKET_BYTES = 4096;
+
+/** Bytes read from stderr per wake-up, so that a flood cannot keep the event loop busy. */
+const STDERR_READ_PER_ROUND = 256 * 1024;
 
 /** Why a helper run failed, with what it printed. */
 export class BridgeHelperError extends Error {
@@ -53,6 +70,11 @@ export interface RunHelperOptions {
   vnetHdr: boolean;
   /** Aborting kills the helper and rejects with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * Kill the helper and reject with a BridgeHelperError if it has not finished after this many
+   * milliseconds. Default {@linkcode DEFAULT_HELPER_TIMEOUT_MS}.
+   */
+  timeoutMs?: number;
 }
 
 /**
@@ -83,6 +105,10 @@ function describe(status: ExitStatus): string {
  */
 export async function runHelper(options: RunHelperOptions): Promise<Fd> {
   options.signal?.throwIfAborted();
+  const timeoutMs = options.timeoutMs ?? DEFAULT_HELPER_TIMEOUT_MS;
+  if (!(timeoutMs > 0 && timeoutMs <= 2 ** 31 - 1)) {
+    throw new RangeError(`Invalid helper timeout: ${timeoutMs} ms`);
+  }
   const base = typeof options.helper === "string" ? [options.helper] : [...options.helper];
   if (base.length === 0 || base[0] === "") throw new TypeError("The helper command is empty");
   const argv = [
@@ -129,6 +155,7 @@ export async function runHelper(options: RunHelperOptions): Promise<Fd> {
   theirs.close();
   errWrite.close();
   using pidfd = await childPidfd(pid);
+  const deadline = performance.now() + timeoutMs;
   /** Kills the helper and reaps it; afterwards its pid is free and must not be used again. */
   const killAndReap = async (): Promise<ExitStatus> => {
     kill(pid, 9);
@@ -142,6 +169,7 @@ export async function runHelper(options: RunHelperOptions): Promise<Fd> {
   const received: number[] = [];
   const problems: string[] = [];
   let gotMessage = false;
+  let socketBytes = 0;
   let stderr = "";
   const decoder = new TextDecoder();
   const chunk = new Uint8Array(new ArrayBuffer(4096));
@@ -150,7 +178,7 @@ export async function runHelper(options: RunHelperOptions): Promise<Fd> {
   let errOpen = true;
 
   const drainStderr = () => {
-    while (errOpen) {
+    for (let taken = 0; errOpen && taken < STDERR_READ_PER_ROUND; taken += chunk.length) {
       const n = read(errRead.value, chunk, "read(helper stderr)");
       if (n < 0) return; // EAGAIN
       if (n === 0) {
@@ -162,20 +190,32 @@ export async function runHelper(options: RunHelperOptions): Promise<Fd> {
       }
     }
   };
-  const drainSocket = () => {
+  /** False once the helper wrote more than MAX_SOCKET_BYTES: then it is no longer read. */
+  const drainSocket = (): boolean => {
     while (sockOpen) {
       const r = recvFds(mine.value);
-      if (r === undefined) return;
+      if (r === undefined) return true;
       received.push(...r.fds);
+      socketBytes += r.bytes;
+      if (socketBytes > MAX_SOCKET_BYTES) return false;
       if (r.bytes === 0 && r.fds.length === 0) {
         sockOpen = false;
-        return;
+        return true;
       }
-      if (gotMessage) problems.push("more than one message");
+      if (gotMessage && !problems.includes("more than one message")) {
+        problems.push("more than one message");
+      }
       gotMessage = true;
       problems.push(...r.problems);
     }
+    return true;
   };
+  const flooded = () =>
+    new BridgeHelperError(
+      `Bridge helper kept writing to its socket: more than ${MAX_SOCKET_BYTES} bytes`,
+      stderr,
+      status,
+    );
   const closeReceived = () => {
     for (const fd of received.splice(0)) {
       try {
@@ -193,15 +233,28 @@ export async function runHelper(options: RunHelperOptions): Promise<Fd> {
         status = await killAndReap();
         throw options.signal.reason;
       }
+      if (performance.now() >= deadline) {
+        status = await killAndReap();
+        drainStderr();
+        stderr += decoder.decode();
+        throw new BridgeHelperError(
+          `Bridge helper did not finish within ${timeoutMs / 1000} s`,
+          stderr,
+          status,
+        );
+      }
       const fds = [pidfd.value, mine.value, errRead.value];
       const events = [POLL.IN, sockOpen ? POLL.IN : 0, errOpen ? POLL.IN : 0];
       await pollAsync(fds, events, 50);
-      drainSocket();
+      if (!drainSocket()) {
+        status = await killAndReap();
+        throw flooded();
+      }
       drainStderr();
       status = tryWait(pid);
     }
     // The child is gone: take whatever it left in the socket and the pipe.
-    drainSocket();
+    if (!drainSocket()) throw flooded();
     drainStderr();
     stderr += decoder.decode();
     if (!status.exited || status.code !== 0) {
@@ -233,6 +286,25 @@ export async function runHelper(options: RunHelperOptions): Promise<Fd> {
         stderr,
         status,
         { cause: e },
+      );
+    }
+    // A tap, but on which bridge? QEMU's C helper, given an alternative name, attaches to the
+    // bridge it names; any helper may be wrong. The tap must be a port of the bridge whose own
+    // name was asked for; if it cannot be checked, it is not used either.
+    let misplaced: string | undefined;
+    try {
+      misplaced = tapPortProblem(fd.value, options.bridge);
+    } catch (e) {
+      misplaced = `it could not be checked: ${e instanceof Error ? e.message : String(e)}`;
+    }
+    if (misplaced !== undefined) {
+      fd.close();
+      throw new BridgeHelperError(
+        `Bridge helper sent a tap that is not a port of bridge \`${
+          escapeForMessage(options.bridge)
+        }': ${misplaced}`,
+        stderr,
+        status,
       );
     }
     return fd;

@@ -3,6 +3,7 @@
 // here: scripts/install-suid.ts gathers the facts and executes the steps.
 
 import { parseArgs } from "node:util";
+import { judgeDirectory } from "./_safe_fs.ts";
 
 /** The helper's usage line; a verified binary prints exactly this for every probe. */
 export const USAGE = "Usage: qemu-bridge-helper [--use-vnet] --br=bridge --fd=unixfd";
@@ -23,23 +24,6 @@ export const COMPILE_FLAGS: readonly string[] = [
   "./guard.ts",
 ];
 
-/** The `deno compile` flags of the bridge service (`--service`): the helper's plus LISTEN_*. */
-export const SERVICE_COMPILE_FLAGS: readonly string[] = [
-  "--no-code-cache",
-  "--no-prompt",
-  "--allow-ffi",
-  "--allow-env=LISTEN_FDS,LISTEN_PID",
-  "--v8-flags=--single-threaded",
-  "--preload",
-  "./service/guard.ts",
-];
-
-/** Where `--service` puts the systemd units (`destdir` applies, `prefix` does not). */
-export const UNIT_DIR = "/etc/systemd/system";
-
-/** The units `--service` installs, from the repository's systemd/ directory. */
-export const UNITS: readonly string[] = ["vm-bridge.socket", "vm-bridge.service"];
-
 /** The capability the installed helper gets, in setcap's syntax. */
 export const CAPS = "cap_net_admin+ep";
 
@@ -52,15 +36,11 @@ export const BRIDGE_CONF = "/etc/qemu/bridge.conf";
 /** The group used when `--group` is not given, if it exists. */
 export const DEFAULT_GROUP = "kvm";
 
-/** Environment variables never passed to `deno compile`: each can change what gets built. */
-export const COMPILE_ENV_DENYLIST: readonly RegExp[] = [
-  /^DENORT_BIN$/, // the base runtime: only from --denort
-  /^DENO_V8_FLAGS$/,
-  /^DENO_INTERNAL_/,
-  /^NODE_OPTIONS$/,
-  /^NODE_CHANNEL_/,
-  /^SSLKEYLOGFILE$/,
-];
+/**
+ * The only PATH `deno compile` gets: it may shell out to `unzip` to unpack a downloaded denort,
+ * and the caller's PATH must not choose that program.
+ */
+export const COMPILE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /** A bad command line; the message is one line. Exit status 2. */
 export class InstallUsageError extends Error {
@@ -96,10 +76,6 @@ export interface InstallOptions {
   denort?: string;
   /** The group that may execute the helper. */
   group?: string;
-  /** Install the bridge service, its units, and the helper 0755 without any privilege. */
-  service?: boolean;
-  /** With `service`: install this compiled service instead of compiling one. */
-  serviceBinary?: string;
 }
 
 /** The help text. */
@@ -114,9 +90,6 @@ creates ${BRIDGE_CONF} with "allow br0" when there is none.
   --destdir DIR    stage into DIR for a package; prints the setcap line instead of running it
   --binary PATH    install this compiled helper (verified first) instead of compiling
   --denort PATH    compile offline with this denort (DENORT_BIN)
-  --service        install the bridge service (PREFIX/libexec/vm-bridged), its systemd units in
-                   ${UNIT_DIR}, and the helper 0755 with no capability: it asks the service
-  --service-binary PATH  with --service: install this compiled vm-bridged instead of compiling
   --dry-run        print every step, change nothing
   --uninstall      remove what an earlier install recorded in its manifest
   -h, --help       this text`;
@@ -155,8 +128,6 @@ export function parseInstallArgs(argv: readonly string[]): InstallOptions {
         binary: { type: "string" },
         denort: { type: "string" },
         group: { type: "string" },
-        service: { type: "boolean" },
-        "service-binary": { type: "string" },
         setuid: { type: "boolean" },
         suid: { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -171,7 +142,7 @@ export function parseInstallArgs(argv: readonly string[]): InstallOptions {
   }
   const v = parsed.values;
   if (v.setuid !== undefined || v.suid !== undefined) throw new InstallUsageError(SETUID_REFUSAL);
-  for (const name of ["prefix", "destdir", "binary", "denort", "group", "service-binary"]) {
+  for (const name of ["prefix", "destdir", "binary", "denort", "group"]) {
     const n = argv.filter((a) => a === `--${name}` || a.startsWith(`--${name}=`)).length;
     if (n > 1) throw new InstallUsageError(`--${name} given more than once`);
   }
@@ -192,21 +163,6 @@ export function parseInstallArgs(argv: readonly string[]): InstallOptions {
         throw new InstallUsageError(`--${name} makes no sense with --uninstall`);
       }
     }
-  }
-  if (v.service) {
-    if (options.action === "uninstall") {
-      throw new InstallUsageError("--service makes no sense with --uninstall (the manifest knows)");
-    }
-    if (v.group !== undefined) {
-      throw new InstallUsageError(
-        "--group makes no sense with --service: the helper is installed 0755 with no privilege",
-      );
-    }
-    options.service = true;
-  }
-  if (v["service-binary"] !== undefined) {
-    if (!v.service) throw new InstallUsageError("--service-binary needs --service");
-    options.serviceBinary = cleanPath("--service-binary", v["service-binary"]);
   }
   if (v.binary !== undefined) options.binary = cleanPath("--binary", v.binary);
   if (v.denort !== undefined) options.denort = cleanPath("--denort", v.denort);
@@ -238,8 +194,6 @@ export interface Paths {
   bridgeConf: string;
   /** The install manifest as the running system sees it. */
   manifest: string;
-  /** The bridge service (`--service`). */
-  service: string;
 }
 
 /** The final paths for a prefix (without destdir). */
@@ -249,8 +203,15 @@ export function pathsFor(prefix: string): Paths {
     helper: `${p}/libexec/qemu-bridge-helper`,
     bridgeConf: BRIDGE_CONF,
     manifest: `${p}/share/vm-bridge/install-manifest.json`,
-    service: `${p}/libexec/vm-bridged`,
   };
+}
+
+/** The runtime a compiled helper was built on: where it came from and its SHA-256. */
+export interface DenortRecord {
+  /** `--denort PATH`, or the archive `deno compile` downloaded (its URL path). */
+  source: string;
+  /** SHA-256 of that file (the archive, for a download), lowercase hex. */
+  sha256: string;
 }
 
 /** What an install recorded, so that uninstall removes exactly that. Paths without destdir. */
@@ -263,30 +224,58 @@ export interface Manifest {
   bridgeConf: { path: string; text: string } | null;
   /** Directories this installer created, parents first. */
   dirs: string[];
-  /** With `--service`: the service binary and units, each with the SHA-256 installed. */
-  service?: { path: string; sha256: string }[];
+  /** The denort the helper was compiled with; null for `--binary` (absent in older manifests). */
+  denort?: DenortRecord | null;
 }
 
-/** Validates a parsed manifest; throws TypeError when it is not one of ours. */
-export function checkManifest(value: unknown): Manifest {
+/**
+ * Every directory an install under `prefix` could have created: the parents of the helper, the
+ * ACL and the manifest, and those directories themselves, `/` excluded. Nothing else may appear
+ * in a manifest's `dirs`.
+ */
+export function installableDirs(prefix: string): Set<string> {
+  const final = pathsFor(prefix);
+  const out = new Set<string>();
+  for (const file of [final.helper, final.bridgeConf, final.manifest]) {
+    for (const dir of parents(file)) if (dir !== "/") out.add(dir);
+  }
+  return out;
+}
+
+/**
+ * Validates a parsed manifest for an install under `prefix`. Its paths are trusted for deletion,
+ * so each must be exactly one this installer could have installed: the helper's path for this
+ * prefix, {@linkcode BRIDGE_CONF}, and directories from {@linkcode installableDirs}.
+ *
+ * @throws {TypeError} Not our shape, or a path this installer never installs (quoted).
+ */
+export function checkManifest(value: unknown, prefix: string): Manifest {
   const m = value as Partial<Manifest> | null;
-  const isPath = (p: unknown): p is string => typeof p === "string" && p.startsWith("/");
+  const isSha = (x: unknown) => typeof x === "string" && /^[0-9a-f]{64}$/.test(x);
   if (
-    m === null || typeof m !== "object" || m.format !== 1 || typeof m.helper !== "object" ||
-    m.helper === null || !isPath(m.helper.path) || typeof m.helper.sha256 !== "string" ||
-    !/^[0-9a-f]{64}$/.test(m.helper.sha256) || !Array.isArray(m.dirs) || !m.dirs.every(isPath) ||
+    m === null || typeof m !== "object" || Array.isArray(m) || m.format !== 1 ||
+    typeof m.helper !== "object" || m.helper === null || typeof m.helper.path !== "string" ||
+    !isSha(m.helper.sha256) || !Array.isArray(m.dirs) ||
+    !m.dirs.every((d) => typeof d === "string") ||
     !(m.bridgeConf === null ||
-      (typeof m.bridgeConf === "object" && isPath(m.bridgeConf?.path) &&
+      (typeof m.bridgeConf === "object" && typeof m.bridgeConf?.path === "string" &&
         typeof m.bridgeConf?.text === "string")) ||
-    !(m.service === undefined ||
-      (Array.isArray(m.service) &&
-        m.service.every((f) =>
-          typeof f === "object" && f !== null && isPath(f.path) && typeof f.sha256 === "string" &&
-          /^[0-9a-f]{64}$/.test(f.sha256)
-        )))
+    !(m.denort === undefined || m.denort === null ||
+      (typeof m.denort === "object" && typeof m.denort.source === "string" &&
+        isSha(m.denort.sha256)))
   ) {
     throw new TypeError("Not an install manifest of this installer");
   }
+  const never = (p: string) =>
+    new TypeError(`it names \`${p}', which this installer never installs under ${prefix}`);
+  const final = pathsFor(prefix);
+  if (m.helper.path !== final.helper) throw never(m.helper.path);
+  if (m.bridgeConf !== null && m.bridgeConf.path !== final.bridgeConf) {
+    throw never(m.bridgeConf.path);
+  }
+  const allowed = installableDirs(prefix);
+  for (const dir of m.dirs) if (!allowed.has(dir)) throw never(dir);
+  if (new Set(m.dirs).size !== m.dirs.length) throw new TypeError("it names a directory twice");
   return m as Manifest;
 }
 
@@ -297,25 +286,14 @@ export type Step =
     deno: string;
     repo: string;
     out: string;
+    /** Private (root 0700) directory for the compile's HOME and DENO_DIR. */
+    home: string;
     denort?: string;
-    /** Compile the bridge service instead of the helper. */
-    service?: boolean;
   }
   | { op: "stage"; from: string; to: string }
   | { op: "verify"; path: string }
-  | { op: "verify-service"; path: string }
   | { op: "mkdir"; path: string }
-  | {
-    op: "install";
-    from: string;
-    to: string;
-    group: string;
-    gid: number;
-    replaces: boolean;
-    /** File mode (default 0750: the group may run the helper). */
-    mode?: number;
-  }
-  | { op: "install-unit"; from: string; to: string; execStart: string }
+  | { op: "install"; from: string; to: string; group: string; gid: number; replaces: boolean }
   | { op: "create-bridge-conf"; path: string; text: string }
   | { op: "keep-bridge-conf"; path: string }
   | {
@@ -326,11 +304,7 @@ export type Step =
     helper: string;
     /** The helper's file to hash (destdir applied). */
     helperFile: string;
-    /** With `--service`: final path and file to hash (destdir applied) of each service file. */
-    serviceFiles?: { path: string; file: string }[];
   }
-  | { op: "print-enable" }
-  | { op: "remove-file"; path: string; sha256: string }
   | { op: "setcap"; path: string }
   | { op: "getcap"; path: string }
   | { op: "print-setcap"; path: string }
@@ -345,7 +319,10 @@ export interface InstallFacts {
   groups: ReadonlyMap<string, number>;
   /** Paths (destdir applied) that exist. */
   existing: ReadonlySet<string>;
-  /** Owner and mode of existing directories on the helper's path (destdir applied). */
+  /**
+   * Owner and lstat mode (type bits included) of every existing directory on the way to each
+   * directory the install writes into, from `/` (destdir applied, its own parents included).
+   */
   dirs: ReadonlyMap<string, { uid: number; mode: number }>;
   /** The manifest of an earlier install, if any. */
   previous: Manifest | null;
@@ -376,6 +353,34 @@ function missingDirs(finalDir: string, destdir: string, existing: ReadonlySet<st
     .filter((d) => !existing.has(destdir + d));
 }
 
+/** Every directory from `/` down to `dir`, itself included. */
+export function dirChain(dir: string): string[] {
+  return dir === "/" ? ["/"] : [...parents(dir), dir];
+}
+
+/** The directories an install or uninstall writes into (destdir not applied). */
+export function targetDirs(prefix: string): string[] {
+  const final = pathsFor(prefix);
+  return [final.helper, final.bridgeConf, final.manifest].map((f) =>
+    f.slice(0, f.lastIndexOf("/"))
+  );
+}
+
+/**
+ * Refuses unless every directory passes {@linkcode judgeDirectory}: a directory a user can write
+ * lets them swap the helper after setcap, or before it, or turn a write or a rename into one
+ * elsewhere (symlinks); so every directory from / down must be root's alone.
+ *
+ * @param dirs Owner and lstat mode of each existing directory on the way (destdir applied).
+ * @throws {InstallRefusal} Naming the first one that does not pass.
+ */
+export function checkDirs(dirs: ReadonlyMap<string, { uid: number; mode: number }>): void {
+  for (const [dir, st] of dirs) {
+    const why = judgeDirectory(dir, st);
+    if (why !== undefined) throw new InstallRefusal(`${why}: ${DIR_RULE}`);
+  }
+}
+
 /**
  * Plans an install: the ordered steps, setcap last. Throws instead of planning anything unsafe.
  *
@@ -388,7 +393,7 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
   const final = pathsFor(options.prefix);
   const d = options.destdir;
   const groupName = options.group ?? DEFAULT_GROUP;
-  const gid = options.service ? 0 : facts.groups.get(groupName);
+  const gid = facts.groups.get(groupName);
   if (gid === undefined) {
     throw new InstallRefusal(
       options.group === undefined
@@ -397,15 +402,7 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
         : `the group ${groupName} does not exist`,
     );
   }
-  // A directory a user can write lets them swap the helper after setcap, or before it.
-  for (const [dir, st] of facts.dirs) {
-    if (st.uid !== 0 || (st.mode & 0o022) !== 0) {
-      throw new InstallRefusal(
-        `${dir} is ${st.uid !== 0 ? `owned by uid ${st.uid}` : "writable by group or others"}: ` +
-          "the helper's directories must be root-owned and writable by root only",
-      );
-    }
-  }
+  checkDirs(facts.dirs);
   if (d === "" && facts.mountOptions.includes("nosuid")) {
     throw new InstallRefusal(
       `the filesystem holding ${final.helper} is mounted nosuid, so file capabilities are ` +
@@ -418,29 +415,25 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
   if (options.binary !== undefined) {
     steps.push({ op: "stage", from: options.binary, to: staged });
   } else {
-    const compile: Step = { op: "compile", deno: facts.deno, repo: facts.repo, out: staged };
+    const compile: Step = {
+      op: "compile",
+      deno: facts.deno,
+      repo: facts.repo,
+      out: staged,
+      home: `${facts.staging}/compile-home`,
+    };
     if (options.denort !== undefined) compile.denort = options.denort;
     steps.push(compile);
   }
   steps.push({ op: "verify", path: staged });
-  const stagedService = `${facts.staging}/vm-bridged`;
-  if (options.service) {
-    if (options.serviceBinary !== undefined) {
-      steps.push({ op: "stage", from: options.serviceBinary, to: stagedService });
-    } else {
-      const compile: Step = {
-        op: "compile",
-        deno: facts.deno,
-        repo: facts.repo,
-        out: stagedService,
-        service: true,
-      };
-      if (options.denort !== undefined) compile.denort = options.denort;
-      steps.push(compile);
-    }
-    steps.push({ op: "verify-service", path: stagedService });
-  }
 
+  // DESTDIR itself need not exist (as with `make install DESTDIR=`): made root:root 0755, and
+  // not recorded, since uninstall never removes the staging root.
+  if (d !== "") {
+    for (const dir of dirChain(d)) {
+      if (dir !== "/" && !facts.existing.has(dir)) steps.push({ op: "mkdir", path: dir });
+    }
+  }
   const created: string[] = [];
   const helperDir = final.helper.slice(0, final.helper.lastIndexOf("/"));
   for (const dir of missingDirs(helperDir, d, facts.existing)) {
@@ -451,46 +444,16 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
     op: "install",
     from: staged,
     to: d + final.helper,
-    group: options.service ? "root" : groupName,
+    group: groupName,
     gid,
     replaces: facts.existing.has(d + final.helper),
-    // With the service the helper holds nothing: anyone may run it, it asks the service.
-    ...(options.service ? { mode: 0o755 } : {}),
   });
-  const serviceFiles: { path: string; file: string }[] = [];
-  if (options.service) {
-    steps.push({
-      op: "install",
-      from: stagedService,
-      to: d + final.service,
-      group: "root",
-      gid: 0,
-      replaces: facts.existing.has(d + final.service),
-      mode: 0o755,
-    });
-    serviceFiles.push({ path: final.service, file: d + final.service });
-    for (const dir of missingDirs(UNIT_DIR, d, facts.existing)) {
-      steps.push({ op: "mkdir", path: d + dir });
-      created.push(dir);
-    }
-    for (const unit of UNITS) {
-      const to = `${UNIT_DIR}/${unit}`;
-      steps.push({
-        op: "install-unit",
-        from: `${facts.repo}/systemd/${unit}`,
-        to: d + to,
-        execStart: final.service,
-      });
-      serviceFiles.push({ path: to, file: d + to });
-    }
-  }
 
   let bridgeConf: Manifest["bridgeConf"] = facts.previous?.bridgeConf ?? null;
   if (facts.existing.has(d + final.bridgeConf)) {
     steps.push({ op: "keep-bridge-conf", path: d + final.bridgeConf });
   } else {
     for (const dir of missingDirs("/etc/qemu", d, facts.existing)) {
-      if (created.includes(dir)) continue; // made for the systemd units already
       steps.push({ op: "mkdir", path: d + dir });
       created.push(dir);
     }
@@ -512,14 +475,10 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
     manifest: { format: 1, bridgeConf, dirs },
     helper: final.helper,
     helperFile: d + final.helper,
-    ...(options.service ? { serviceFiles } : {}),
   });
 
-  if (options.service) {
-    // No capability anywhere: systemd starts the service with CAP_NET_ADMIN only.
-    steps.push({ op: "print-enable" });
-  } else if (d === "") {
-    // Last: any later copy, chown or rename would drop the capability again.
+  // Last: any later copy, chown or rename would drop the capability again.
+  if (d === "") {
     steps.push({ op: "setcap", path: final.helper }, { op: "getcap", path: final.helper });
   } else {
     steps.push({ op: "print-setcap", path: final.helper });
@@ -535,8 +494,6 @@ export interface UninstallFacts {
   helperSha256: string | null;
   /** The ACL's text now, or null when it is missing. */
   bridgeConfText: string | null;
-  /** SHA-256 now of each service file the manifest records (null: missing). */
-  serviceSha256?: ReadonlyMap<string, string | null>;
 }
 
 /**
@@ -580,62 +537,44 @@ export function planUninstall(
       });
     }
   }
-  for (const f of m.service ?? []) {
-    const now = facts.serviceSha256?.get(f.path) ?? null;
-    if (now === null) notes.push(`${d + f.path} is already gone`);
-    else if (now !== f.sha256) {
-      notes.push(`keeping ${d + f.path}: it changed since it was installed`);
-    } else steps.push({ op: "remove-file", path: d + f.path, sha256: f.sha256 });
-  }
   steps.push({ op: "remove-manifest", path: d + final.manifest });
   for (const dir of [...m.dirs].reverse()) steps.push({ op: "rmdir", path: d + dir });
   return { steps, notes };
 }
+
+/** The rule every directory written into or deleted from must pass, for messages. */
+export const DIR_RULE =
+  "every directory the installer writes into or deletes from must be root's and writable by " +
+  "root only, all the way from /";
 
 /** Quotes a word for a printed shell line. */
 export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_/.,:=+@%-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
-/** The argv of the compile step (after the deno executable); `service` builds vm-bridged. */
-export function compileArgs(out: string, service = false): string[] {
-  return service
-    ? ["compile", ...SERVICE_COMPILE_FLAGS, "--output", out, "./service/main.ts"]
-    : ["compile", ...COMPILE_FLAGS, "--output", out, "./helper.ts"];
+/** The argv of the compile step (after the deno executable). */
+export function compileArgs(out: string): string[] {
+  return ["compile", ...COMPILE_FLAGS, "--output", out, "./helper.ts"];
 }
 
 /**
- * The unit text with `ExecStart=` pointing at the installed service. Pure.
+ * The whole environment of `deno compile`, built from an allow-list and nothing of the caller's:
+ * a fixed PATH, HOME and DENO_DIR in the installer's private directory `home` (so no cache,
+ * denort, certificate, proxy, npm or registry setting of the caller's is used), colours off, no
+ * update check, and DENORT_BIN only from `--denort`. Without `--denort`, `deno compile`
+ * downloads denort from dl.deno.land into that private DENO_DIR.
  *
- * @param text The unit as shipped in systemd/.
- * @param execStart The installed service's path.
- * @returns The text to install.
+ * @param home A fresh directory only root can enter.
+ * @param denort The `--denort` path, if given.
  */
-export function unitText(text: string, execStart: string): string {
-  return text.replace(/^ExecStart=.*$/m, `ExecStart=${execStart}`);
-}
-
-/**
- * Judges the probe of a candidate service binary run as root with one unknown argument: the
- * service (and only it) refuses with a `vm-bridged: ` line and exit 1, whether it objects to
- * the capabilities root holds or to the argument. Returns why not, or undefined.
- */
-export function judgeServiceProbe(out: ProbeOutput): string | undefined {
-  if (out.code === 1 && out.stdout === "" && /^vm-bridged: /.test(out.stderr)) return undefined;
-  return `it does not answer as vm-bridged (exit ${out.code}, stderr ${
-    JSON.stringify(out.stderr.slice(0, 200))
-  })`;
-}
-
-/** The environment for `deno compile`: the parent's minus the denylist, plus DENORT_BIN. */
-export function compileEnv(
-  parent: Readonly<Record<string, string>>,
-  denort?: string,
-): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(parent)) {
-    if (!COMPILE_ENV_DENYLIST.some((re) => re.test(k))) env[k] = v;
-  }
+export function compileEnv(home: string, denort?: string): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: COMPILE_PATH,
+    HOME: home,
+    DENO_DIR: `${home}/deno-dir`,
+    NO_COLOR: "1",
+    DENO_NO_UPDATE_CHECK: "1",
+  };
   if (denort !== undefined) env.DENORT_BIN = denort;
   return env;
 }
@@ -659,31 +598,22 @@ export function describeStep(step: Step): string {
   const q = shellQuote;
   switch (step.op) {
     case "compile":
-      return `(cd ${q(step.repo)} && ${step.denort ? `DENORT_BIN=${q(step.denort)} ` : ""}` +
-        `${q(step.deno)} ${compileArgs(step.out, step.service ?? false).map(q).join(" ")})`;
+      return `(cd ${q(step.repo)} && env -i ` +
+        Object.entries(compileEnv(step.home, step.denort)).map(([k, v]) => `${k}=${q(v)} `)
+          .join("") +
+        `${q(step.deno)} ${compileArgs(step.out).map(q).join(" ")})`;
     case "stage":
       return `cp ${q(step.from)} ${q(step.to)}`;
     case "verify":
-      return `verify ${q(step.path)} is the helper, not a bare Deno runtime: no arguments, ` +
-        "--version and eval must each print only the usage line and exit 1";
-    case "verify-service":
-      return `verify ${q(step.path)} is vm-bridged: run as root with an unknown argument it must ` +
-        "refuse with a vm-bridged: line and exit 1";
+      return `verify ${q(step.path)} is our build: its embedded deno compile metadata (entry ` +
+        "helper.ts, guard.ts preloaded, only --allow-ffi, no prompt, no code cache, " +
+        "--single-threaded), and not a bare Deno runtime: no arguments, --version and eval " +
+        "must each print only the usage line and exit 1";
     case "mkdir":
       return `install -d -o root -g root -m 0755 ${q(step.path)}`;
     case "install":
-      return `install -o root -g ${q(step.group)} -m ${
-        (step.mode ?? 0o750).toString(8).padStart(4, "0")
-      } ${q(step.from)} ${q(step.to)}` + (step.replaces ? "  # replaces the existing file" : "");
-    case "install-unit":
-      return `install -o root -g root -m 0644 ${q(step.from)} ${
-        q(step.to)
-      }  # ExecStart=${step.execStart}`;
-    case "print-enable":
-      return "not run (systemd may not be PID 1 here); to start the service: " +
-        "systemctl daemon-reload && systemctl enable --now vm-bridge.socket";
-    case "remove-file":
-      return `rm ${q(step.path)}  # still the bytes this installer wrote`;
+      return `install -o root -g ${q(step.group)} -m 0750 ${q(step.from)} ${q(step.to)}` +
+        (step.replaces ? "  # replaces the existing file" : "");
     case "create-bridge-conf":
       return `create ${q(step.path)} (root:root 0644) containing ${JSON.stringify(step.text)}`;
     case "keep-bridge-conf":

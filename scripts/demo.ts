@@ -3,10 +3,12 @@
 // Deno-hosted machine at 10.0.77.2 that the namespace pings. Everything is removed at the end.
 // `--qemu` boots a tiny Linux guest under an unmodified QEMU with our helper instead; `--v86`
 // boots a 32-bit Linux guest in v86 (x86 in WebAssembly) inside this very Deno process.
+// `--hosts` shows two hosts on one segment (scripts/_demo_hosts.ts).
 
 import { bridgeNetdev } from "../mod.ts";
 import { respond } from "../examples/responder.ts";
 import { HELPER_FROM_SOURCE, NetNs, run, sandbox } from "./_netns.ts";
+import { ensurePackages } from "./setup.ts";
 
 const say = (s: string) => console.log(s);
 
@@ -15,36 +17,12 @@ async function missing(): Promise<string[]> {
   if (Deno.uid() !== 0) {
     problems.push("run it as root: sudo deno task demo (it creates a network namespace)");
   }
-  for (
-    const [cmd, pkg] of [["ip", "iproute2"], ["unshare", "util-linux"], ["ping", "iputils-ping"]]
-  ) {
-    const r = await run(["sh", "-c", `command -v ${cmd}`]).catch(() => ({ code: 1 }));
-    if (r.code !== 0) problems.push(`${cmd} is missing: apt-get install ${pkg}`);
-  }
   try {
     await Deno.stat("/dev/net/tun");
   } catch {
     problems.push("/dev/net/tun is missing: modprobe tun");
   }
-  if (Deno.args.includes("--qemu")) {
-    const r = await run(["sh", "-c", "command -v qemu-system-x86_64"]);
-    if (r.code !== 0) {
-      problems.push("qemu-system-x86_64 is missing: apt-get install qemu-system-x86");
-    }
-    const k = await run(["sh", "-c", "ls /boot/vmlinuz-* && ls /bin/busybox"]);
-    if (k.code !== 0) {
-      problems.push(
-        "a guest kernel and busybox are missing: apt-get install linux-image-amd64 busybox-static",
-      );
-    }
-  }
   if (Deno.args.includes("--v86")) {
-    const { SEABIOS } = await import("../examples/v86/build-guest.ts");
-    try {
-      await Deno.stat(SEABIOS);
-    } catch {
-      problems.push(`${SEABIOS} is missing: apt-get install seabios`);
-    }
     const r = await run(["sh", "-c", "command -v apt-get && command -v dpkg-deb"]);
     if (r.code !== 0) problems.push("apt-get and dpkg-deb are needed to fetch the i386 guest");
   }
@@ -131,6 +109,21 @@ async function v86Demo(ns: NetNs, helper: string[]): Promise<boolean> {
       `receive), ${c.fromGuest.frames} from it`,
   );
   return ping.code === 0 && /\b0% packet loss/.test(ping.stdout) && fetched;
+}
+
+// The packages first (scripts/packages.txt): installed here as root on Debian/Ubuntu, else one
+// line naming them and the command, and nothing runs.
+const purposes = ["demo", ...["qemu", "v86", "hosts"].filter((p) => Deno.args.includes(`--${p}`))];
+await ensurePackages(
+  purposes,
+  `deno task demo${Deno.args.length ? " " + Deno.args.join(" ") : ""}`,
+);
+
+if (Deno.args.includes("--hosts")) {
+  const { hostsDemo } = await import("./_demo_hosts.ts");
+  const hostsOk = await hostsDemo(say);
+  say(hostsOk ? "\ndemo: ok (hosts, bridges, tunnels and VMs removed)" : "\ndemo: FAILED");
+  Deno.exit(hostsOk ? 0 : 1);
 }
 
 const problems = await missing();

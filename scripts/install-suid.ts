@@ -2,12 +2,17 @@
 // cap_net_admin+ep, the modern equivalent of set-user-ID for a helper that needs one capability.
 // It never makes the helper set-user-ID root (see SECURITY.md). Planning is in _install_plan.ts.
 
+import { createHash } from "node:crypto";
 import {
   CAPS,
+  checkDirs,
   checkManifest,
   compileArgs,
   compileEnv,
+  type DenortRecord,
   describeStep,
+  DIR_RULE,
+  dirChain,
   getcapShowsNetAdminOnly,
   HELP,
   type InstallFacts,
@@ -15,7 +20,6 @@ import {
   InstallRefusal,
   InstallUsageError,
   judgeProbe,
-  judgeServiceProbe,
   type Manifest,
   mountOptionsFor,
   parseGroupFile,
@@ -26,44 +30,64 @@ import {
   PROBES,
   type Step,
   summarizeCompileError,
-  UNIT_DIR,
-  UNITS,
-  unitText,
+  targetDirs,
 } from "./_install_plan.ts";
-import { readSmallFile } from "../sys/libc.ts";
+import { judgeHelperMetadata, readStandaloneMetadata } from "./_denort_meta.ts";
+import { judgeOwnFile, SafeDir, splitPath, UnsafePathError } from "./_safe_fs.ts";
+import { E, OsError, readSmallFile } from "../sys/libc.ts";
 
 const REPO = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 const PROBE_TIMEOUT_MS = 15_000;
+/** Upper bounds for what is read back: a manifest is a few hundred bytes, a helper ~100 MB. */
+const MANIFEST_LIMIT = 1 << 20;
+const HELPER_LIMIT = 1 << 30;
 
 function say(line: string): void {
   console.log(line);
 }
 
-async function exists(path: string): Promise<boolean> {
+function sha256(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
   try {
-    await Deno.lstat(path);
-    return true;
+    return await Deno.lstat(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return null;
     throw e;
   }
 }
 
-async function sha256File(path: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", await Deno.readFile(path));
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+/**
+ * Reads a file through directories verified from `/` (see _safe_fs.ts); null when it or one of
+ * its directories does not exist.
+ */
+function readVerified(
+  path: string,
+  limit: number,
+): { stat: { mode: number; uid: number }; bytes: Uint8Array<ArrayBuffer> } | null {
+  const { dir, name } = splitPath(path);
+  if (SafeDir.inspect(dir) !== null) return null;
+  using d = SafeDir.open(dir);
+  return d.readFile(name, limit);
 }
 
-async function readManifest(path: string): Promise<Manifest | null> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
+/**
+ * The manifest of an earlier install, or null. It decides what uninstall deletes, so it is read
+ * only from a root-owned file, not writable by group or others, in verified directories, and only
+ * its fixed set of paths is accepted (checkManifest).
+ */
+function readManifest(options: InstallOptions): Manifest | null {
+  const path = options.destdir + pathsFor(options.prefix).manifest;
+  const found = readVerified(path, MANIFEST_LIMIT);
+  if (found === null) return null;
+  const why = judgeOwnFile(path, found.stat);
+  if (why !== undefined) {
+    throw new InstallRefusal(`${why}: only a manifest root alone could have written is trusted`);
   }
   try {
-    return checkManifest(JSON.parse(text));
+    return checkManifest(JSON.parse(new TextDecoder().decode(found.bytes)), options.prefix);
   } catch (e) {
     throw new InstallRefusal(
       `${path} is not a manifest of this installer: ${(e as Error).message}`,
@@ -73,48 +97,45 @@ async function readManifest(path: string): Promise<Manifest | null> {
 
 async function gatherInstallFacts(options: InstallOptions, staging: string): Promise<InstallFacts> {
   const d = options.destdir;
-  if (d !== "" && !(await exists(d))) throw new InstallRefusal(`--destdir ${d} does not exist`);
   const final = pathsFor(options.prefix);
+  // Every directory from / down to each directory written into (DESTDIR's own parents too):
+  // planInstall() refuses the install unless each existing one is root's alone.
+  const chain = new Set<string>();
+  for (const dir of targetDirs(options.prefix)) for (const p of dirChain(d + dir)) chain.add(p);
+  if (d !== "") { for (const p of dirChain(d)) chain.add(p); }
   const existing = new Set<string>();
   const dirs = new Map<string, { uid: number; mode: number }>();
-  const candidates = new Set<string>();
-  const service = options.service ? [final.service, ...UNITS.map((u) => `${UNIT_DIR}/${u}`)] : [];
-  for (const path of [final.helper, final.bridgeConf, final.manifest, ...service]) {
-    let p = path;
-    candidates.add(d + p);
-    while (p !== "/") {
-      p = p.slice(0, p.lastIndexOf("/")) || "/";
-      candidates.add(d + p);
-    }
+  for (const p of chain) {
+    const st = await lstatOrNull(p);
+    if (st === null) continue;
+    existing.add(p);
+    dirs.set(p, { uid: st.uid ?? -1, mode: st.mode ?? 0 });
   }
-  for (const path of candidates) if (await exists(path)) existing.add(path);
-  let mountOptions: string[] = [];
-  if (d === "") {
-    // The real system: every directory down to the helper must be root's alone.
-    let p = final.helper;
-    while (p !== "/") {
-      p = p.slice(0, p.lastIndexOf("/")) || "/";
-      if (!existing.has(p)) continue;
-      const st = await Deno.stat(p);
-      dirs.set(p, { uid: st.uid ?? -1, mode: st.mode ?? 0o777 });
-    }
-    let deepest = final.helper;
-    while (!existing.has(deepest)) deepest = deepest.slice(0, deepest.lastIndexOf("/")) || "/";
-    mountOptions = mountOptionsFor(
-      readSmallFile("/proc/self/mountinfo"),
-      await Deno.realPath(deepest),
-    );
+  for (const path of [final.helper, final.bridgeConf, final.manifest]) {
+    if ((await lstatOrNull(d + path)) !== null) existing.add(d + path);
   }
-  return {
+  const facts: InstallFacts = {
     groups: parseGroupFile(await Deno.readTextFile("/etc/group")),
     existing,
     dirs,
-    previous: await readManifest(d + final.manifest),
-    mountOptions,
+    previous: null,
+    mountOptions: [],
     staging,
     deno: Deno.execPath(),
     repo: REPO,
   };
+  // Judge the directories before reading anything in them (planInstall judges them again).
+  checkDirs(dirs);
+  facts.previous = readManifest(options);
+  if (d === "") {
+    let deepest = final.helper;
+    while (!existing.has(deepest)) deepest = deepest.slice(0, deepest.lastIndexOf("/")) || "/";
+    facts.mountOptions = mountOptionsFor(
+      readSmallFile("/proc/self/mountinfo"),
+      await Deno.realPath(deepest),
+    );
+  }
+  return facts;
 }
 
 async function command(
@@ -135,8 +156,23 @@ async function command(
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
 
-/** Runs the probes on a candidate binary, in an empty directory with an empty environment. */
+/**
+ * Verifies a candidate binary before it is ever run: its embedded `deno compile` metadata must
+ * be our build's. Then runs the probes, in an empty directory with an empty environment.
+ */
 async function verifyHelper(path: string, scratch: string): Promise<void> {
+  let problems: string[];
+  try {
+    problems = judgeHelperMetadata(readStandaloneMetadata(await Deno.readFile(path)));
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e;
+    throw new InstallRefusal(`refusing to install ${path}: ${e.message}`);
+  }
+  if (problems.length > 0) {
+    throw new InstallRefusal(
+      `refusing to install ${path}: it is not our helper's build: ${problems.join("; ")}`,
+    );
+  }
   for (const args of PROBES) {
     let out;
     try {
@@ -164,40 +200,53 @@ async function verifyHelper(path: string, scratch: string): Promise<void> {
   }
 }
 
-/** Runs a candidate service binary once, as the installer (root), with an unknown argument. */
-async function verifyService(path: string, scratch: string): Promise<void> {
-  let out;
-  try {
-    const r = await new Deno.Command(path, {
-      args: ["--vmb-install-probe"],
-      cwd: scratch,
-      clearEnv: true,
-      env: { HOME: scratch, DENO_DIR: scratch, PATH: "/usr/bin:/bin" },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
-    }).output();
-    const dec = new TextDecoder();
-    out = {
-      code: r.signal ? -1 : r.code,
-      stdout: dec.decode(r.stdout),
-      stderr: dec.decode(r.stderr),
-    };
-  } catch (e) {
-    throw new InstallRefusal(`cannot run ${path} to verify it: ${(e as Error).message}`);
-  }
-  const reason = judgeServiceProbe(out);
-  if (reason !== undefined) throw new InstallRefusal(`refusing to install ${path}: ${reason}`);
+/** The files under `dir`, recursively (no symlinks followed). */
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string) => {
+    for await (const e of Deno.readDir(d)) {
+      if (e.isDirectory) await walk(`${d}/${e.name}`);
+      else out.push(`${d}/${e.name}`);
+    }
+  };
+  if ((await lstatOrNull(dir)) !== null) await walk(dir);
+  return out;
 }
 
-async function execute(step: Step, scratch: string): Promise<void> {
+/** Which denort `deno compile` used: --denort, or the one archive it downloaded privately. */
+async function denortUsed(step: Extract<Step, { op: "compile" }>): Promise<DenortRecord> {
+  if (step.denort !== undefined) {
+    return { source: step.denort, sha256: sha256(await Deno.readFile(step.denort)) };
+  }
+  const dl = `${step.home}/deno-dir/dl`;
+  const files = await filesUnder(dl);
+  if (files.length !== 1) {
+    throw new InstallRefusal(
+      `cannot tell which denort deno compile used: ${files.length} files in its private ` +
+        `download cache; pass --denort PATH`,
+    );
+  }
+  const file = files[0]!;
+  return {
+    source: `https://dl.deno.land/${file.slice(dl.length + 1)}`,
+    sha256: sha256(await Deno.readFile(file)),
+  };
+}
+
+/** What executing the steps has learned so far, for the manifest. */
+interface RunState {
+  helperSha256?: string;
+  denort?: DenortRecord;
+}
+
+async function execute(step: Step, scratch: string, state: RunState): Promise<void> {
   switch (step.op) {
     case "compile": {
-      const r = await command([step.deno, ...compileArgs(step.out, step.service ?? false)], {
+      await Deno.mkdir(`${step.home}/deno-dir`, { recursive: true, mode: 0o700 });
+      const r = await command([step.deno, ...compileArgs(step.out)], {
         cwd: step.repo,
         clearEnv: true,
-        env: compileEnv(Deno.env.toObject(), step.denort),
+        env: compileEnv(step.home, step.denort),
       });
       if (r.code !== 0) {
         throw new InstallRefusal(
@@ -206,6 +255,8 @@ async function execute(step: Step, scratch: string): Promise<void> {
             "--binary PATH (a helper compiled elsewhere)",
         );
       }
+      state.denort = await denortUsed(step);
+      say(`    denort ${state.denort.source} sha256 ${state.denort.sha256}`);
       return;
     }
     case "stage":
@@ -214,75 +265,62 @@ async function execute(step: Step, scratch: string): Promise<void> {
       return;
     case "verify":
       return await verifyHelper(step.path, scratch);
-    case "verify-service":
-      return await verifyService(step.path, scratch);
-    case "mkdir":
-      await Deno.mkdir(step.path, { mode: 0o755 });
-      await Deno.chown(step.path, 0, 0);
-      await Deno.chmod(step.path, 0o755);
+    case "mkdir": {
+      const { dir, name } = splitPath(step.path);
+      using parent = SafeDir.open(dir);
+      parent.openDir(name, { create: true })?.close();
       return;
+    }
     case "install": {
-      // Copy next to the target, set owner and mode, then rename over it: the target path never
-      // holds a half-written or wrongly owned file, and set-user-ID bits are never set.
-      const tmp = `${step.to}.vmb-new-${Deno.pid}`;
-      await Deno.copyFile(step.from, tmp);
-      try {
-        await Deno.chown(tmp, 0, step.gid);
-        await Deno.chmod(tmp, step.mode ?? 0o750);
-        await Deno.rename(tmp, step.to);
-      } catch (e) {
-        await Deno.remove(tmp).catch(() => {});
-        throw e;
-      }
+      // Written under a random name with O_EXCL|O_NOFOLLOW in the verified directory, owner and
+      // mode set through the fd, then renamed over the target: the target path never holds a
+      // half-written or wrongly owned file, and set-user-ID bits are never set.
+      const bytes = await Deno.readFile(step.from);
+      const { dir, name } = splitPath(step.to);
+      using d = SafeDir.open(dir);
+      d.writeFile(name, bytes, { uid: 0, gid: step.gid, mode: 0o750, replace: true });
+      state.helperSha256 = sha256(bytes);
       return;
     }
-    case "install-unit": {
-      const tmp = `${step.to}.vmb-new-${Deno.pid}`;
-      const text = unitText(await Deno.readTextFile(step.from), step.execStart);
-      await Deno.writeTextFile(tmp, text, { mode: 0o644 });
-      try {
-        await Deno.chown(tmp, 0, 0);
-        await Deno.chmod(tmp, 0o644);
-        await Deno.rename(tmp, step.to);
-      } catch (e) {
-        await Deno.remove(tmp).catch(() => {});
-        throw e;
-      }
-      return;
-    }
-    case "print-enable":
-      return;
-    case "remove-file":
-      if ((await sha256File(step.path)) !== step.sha256) {
-        throw new InstallRefusal(`${step.path} changed meanwhile; not removing it`);
-      }
-      await Deno.remove(step.path);
-      return;
     case "create-bridge-conf": {
-      // createNew: O_EXCL, so an ACL that appeared meanwhile is still never overwritten.
-      await Deno.writeTextFile(step.path, step.text, { createNew: true, mode: 0o644 });
-      await Deno.chown(step.path, 0, 0);
-      await Deno.chmod(step.path, 0o644);
+      // RENAME_NOREPLACE: an ACL that appeared meanwhile is still never overwritten.
+      const { dir, name } = splitPath(step.path);
+      using d = SafeDir.open(dir);
+      try {
+        d.writeFile(name, new TextEncoder().encode(step.text), {
+          uid: 0,
+          gid: 0,
+          mode: 0o644,
+          replace: false,
+        });
+      } catch (e) {
+        if (e instanceof OsError && e.errno === E.EEXIST) {
+          throw new InstallRefusal(`${step.path} appeared meanwhile; it is never overwritten`);
+        }
+        throw e;
+      }
       return;
     }
     case "keep-bridge-conf":
       return;
     case "write-manifest": {
+      // The hash of exactly the bytes the install step wrote (it always runs first).
+      if (state.helperSha256 === undefined) {
+        throw new InstallRefusal(`${step.helperFile} was not installed in this run`);
+      }
       const manifest: Manifest = {
         ...step.manifest,
-        helper: { path: step.helper, sha256: await sha256File(step.helperFile) },
+        helper: { path: step.helper, sha256: state.helperSha256 },
+        denort: state.denort ?? null,
       };
-      if (step.serviceFiles) {
-        manifest.service = [];
-        for (const f of step.serviceFiles) {
-          manifest.service.push({ path: f.path, sha256: await sha256File(f.file) });
-        }
-      }
-      const tmp = `${step.path}.vmb-new-${Deno.pid}`;
-      await Deno.writeTextFile(tmp, JSON.stringify(manifest, null, 2) + "\n", { mode: 0o644 });
-      await Deno.chown(tmp, 0, 0);
-      await Deno.chmod(tmp, 0o644);
-      await Deno.rename(tmp, step.path);
+      const { dir, name } = splitPath(step.path);
+      using d = SafeDir.open(dir);
+      d.writeFile(name, new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n"), {
+        uid: 0,
+        gid: 0,
+        mode: 0o644,
+        replace: true,
+      });
       return;
     }
     case "setcap": {
@@ -303,32 +341,47 @@ async function execute(step: Step, scratch: string): Promise<void> {
     }
     case "print-setcap":
       return;
-    case "remove-helper":
+    case "remove-helper": {
       // Checked again right before removing: only the bytes this installer put there.
-      if ((await sha256File(step.path)) !== step.sha256) {
-        throw new InstallRefusal(`${step.path} changed meanwhile; not removing it`);
-      }
-      await Deno.remove(step.path);
+      const { dir, name } = splitPath(step.path);
+      using d = SafeDir.open(dir);
+      d.removeFile(
+        name,
+        HELPER_LIMIT,
+        (bytes) =>
+          sha256(bytes) === step.sha256
+            ? undefined
+            : `${step.path} changed meanwhile; not removing it`,
+      );
       return;
-    case "remove-bridge-conf":
-      if ((await Deno.readTextFile(step.path)) !== step.text) {
-        throw new InstallRefusal(`${step.path} changed meanwhile; not removing it`);
-      }
-      await Deno.remove(step.path);
+    }
+    case "remove-bridge-conf": {
+      const { dir, name } = splitPath(step.path);
+      using d = SafeDir.open(dir);
+      d.removeFile(
+        name,
+        MANIFEST_LIMIT,
+        (bytes) =>
+          new TextDecoder().decode(bytes) === step.text
+            ? undefined
+            : `${step.path} changed meanwhile; not removing it`,
+      );
       return;
-    case "rmdir":
-      try {
-        await Deno.remove(step.path); // not recursive: fails on a non-empty directory
-      } catch (e) {
-        if (e instanceof Deno.errors.NotFound) return;
-        say(`    kept ${step.path}: not empty`);
-      }
+    }
+    case "rmdir": {
+      const { dir, name } = splitPath(step.path);
+      if (SafeDir.inspect(dir) !== null) return;
+      using parent = SafeDir.open(dir);
+      if (parent.removeDir(name) === "not empty") say(`    kept ${step.path}: not empty`);
       return;
-    case "remove-manifest":
-      await Deno.remove(step.path).catch((e) => {
-        if (!(e instanceof Deno.errors.NotFound)) throw e;
-      });
+    }
+    case "remove-manifest": {
+      const { dir, name } = splitPath(step.path);
+      if (SafeDir.inspect(dir) !== null) return;
+      using d = SafeDir.open(dir);
+      d.removeFile(name, MANIFEST_LIMIT, (_, st) => judgeOwnFile(step.path, st));
       return;
+    }
   }
 }
 
@@ -342,31 +395,29 @@ async function run(options: InstallOptions): Promise<number> {
   try {
     let steps: Step[];
     if (options.action === "uninstall") {
-      const final = pathsFor(options.prefix);
-      const manifest = await readManifest(options.destdir + final.manifest);
-      const helperPath = manifest ? options.destdir + manifest.helper.path : "";
-      const confPath = manifest?.bridgeConf ? options.destdir + manifest.bridgeConf.path : "";
-      const serviceSha256 = new Map<string, string | null>();
-      for (const f of manifest?.service ?? []) {
-        const path = options.destdir + f.path;
-        serviceSha256.set(f.path, (await exists(path)) ? await sha256File(path) : null);
-      }
+      // Every directory it may delete from, checked from / before anything is read or removed.
+      for (const dir of targetDirs(options.prefix)) SafeDir.inspect(options.destdir + dir);
+      const manifest = readManifest(options);
+      const helper = manifest
+        ? readVerified(options.destdir + manifest.helper.path, HELPER_LIMIT)
+        : null;
+      const conf = manifest?.bridgeConf
+        ? readVerified(options.destdir + manifest.bridgeConf.path, MANIFEST_LIMIT)
+        : null;
       const plan = planUninstall(options, {
         manifest,
-        serviceSha256,
-        helperSha256: manifest && (await exists(helperPath)) ? await sha256File(helperPath) : null,
-        bridgeConfText: confPath && (await exists(confPath))
-          ? await Deno.readTextFile(confPath)
-          : null,
+        helperSha256: helper ? sha256(helper.bytes) : null,
+        bridgeConfText: conf ? new TextDecoder().decode(conf.bytes) : null,
       });
       for (const note of plan.notes) say(`note: ${note}`);
       steps = plan.steps;
     } else {
       steps = planInstall(options, await gatherInstallFacts(options, scratch));
     }
+    const state: RunState = {};
     for (const step of steps) {
       say(`${options.dryRun ? "would: " : "==> "}${describeStep(step)}`);
-      if (!options.dryRun) await execute(step, scratch);
+      if (!options.dryRun) await execute(step, scratch, state);
     }
     say(options.dryRun ? "dry run: nothing was changed" : "done");
     return 0;
@@ -393,6 +444,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (e) {
     if (e instanceof InstallRefusal || e instanceof InstallUsageError) {
       console.error(`install-suid: ${e.message}`);
+    } else if (e instanceof UnsafePathError) {
+      console.error(`install-suid: ${e.message}: ${DIR_RULE}`);
     } else {
       console.error(`install-suid: ${e instanceof Error ? e.message : String(e)}`);
     }

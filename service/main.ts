@@ -51,6 +51,7 @@ import {
 } from "./protocol.ts";
 import {
   bridgeKind,
+  canonicalBridge,
   createTap,
   linuxBridges,
   TapError,
@@ -253,6 +254,16 @@ function serveRequest(
     return true;
   }
 
+  // 3b. The bridge's own name, not an alternative one (the helper's step 4).
+  let bridgeIndex: number;
+  try {
+    bridgeIndex = canonicalBridge(bridge);
+  } catch (e) {
+    if (!(e instanceof TapError)) throw e;
+    finish(c, { status: STATUS.BAD_REQUEST, text: e.message, bridge, op: "open" });
+    return true;
+  }
+
   // 4. The ACL as this client would read it; any doubt denies.
   const decision = decide(who, bridge);
   if (!decision.ok) {
@@ -280,7 +291,7 @@ function serveRequest(
   }`;
   let tap;
   try {
-    tap = createTap(ctl, bridge, vnetHdr, kind, label.slice(0, 255));
+    tap = createTap(ctl, bridge, bridgeIndex, vnetHdr, kind, label.slice(0, 255));
   } catch (e) {
     if (!(e instanceof TapError)) throw e;
     finish(c, { status: STATUS.FAILED, text: e.message, bridge, op: "open" });

@@ -4,7 +4,7 @@
 import { ACL_FILE, AclError, loadAcl } from "../acl/load.ts";
 import { aclAllows } from "../acl/decide.ts";
 import type { AclRule } from "../acl/parse.ts";
-import { E, type FileStat, OsError, stat } from "../sys/libc.ts";
+import type { FileStat } from "../sys/libc.ts";
 import { STATUS } from "./protocol.ts";
 
 /** Who a client is, as the kernel reported it (SO_PEERCRED, SO_PEERGROUPS). */
@@ -52,30 +52,6 @@ export function mayAccess(
   return (bits & want) !== 0;
 }
 
-/**
- * The errno `who` would get opening `path` for reading, or undefined when it would succeed:
- * each directory on the way must be searchable, the file readable. Symbolic links are followed
- * (stat), so for a linked directory its target's mode is checked.
- */
-export function refusalFor(path: string, who: Identity): number | undefined {
-  const parts = path.split("/").filter((p) => p !== "");
-  let prefix = "";
-  for (let i = 0; i < parts.length; i++) {
-    prefix += `/${parts[i]}`;
-    let st: FileStat;
-    try {
-      st = stat(prefix);
-    } catch (e) {
-      if (e instanceof OsError) return e.errno;
-      throw e;
-    }
-    const last = i === parts.length - 1;
-    if (!last && (st.mode & 0o170000) !== 0o040000) return E.ENOTDIR;
-    if (!mayAccess(st, who, last ? 4 : 1)) return E.EACCES;
-  }
-  return undefined;
-}
-
 /** The outcome of the ACL for one client and bridge. */
 export type Decision =
   | { ok: true }
@@ -88,7 +64,7 @@ export type Decision =
  * @returns The rules of every file `who` could read.
  */
 export function rulesFor(who: Identity): AclRule[] {
-  return loadAcl(ACL_FILE, { onSkip: () => {}, refuse: (p) => refusalFor(p, who) });
+  return loadAcl(ACL_FILE, { onSkip: () => {}, access: (st, want) => mayAccess(st, who, want) });
 }
 
 /**

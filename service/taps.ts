@@ -3,6 +3,8 @@
 // keep track of it: count live taps per user, delete a tap its holder made persistent.
 
 import { NetControl } from "../net/bridge.ts";
+import { escapeForMessage } from "../net/ifname.ts";
+import { altnameMessage, checkName, Links } from "../net/link.ts";
 import { attachTap, openTun, tunFeatures } from "../net/tap.ts";
 import { Fd } from "../sys/fd.ts";
 import { ifNameToIndex, OsError, readSmallFile, stat } from "../sys/libc.ts";
@@ -67,6 +69,38 @@ export function bridgeKind(bridge: string): BridgeKind {
   return LINUX_BRIDGE;
 }
 
+/**
+ * The helper's step 4: the bridge's own name, before the ACL (the kernel also resolves
+ * alternative names, so `prod0` would pass a `deny br-prod` and still reach br-prod). Returns
+ * the bridge's ifindex, 0 when it is missing (the MTU step then fails with the helper's text).
+ *
+ * @throws {TapError} for an alternative name, with the helper's message.
+ */
+export function canonicalBridge(name: string): number {
+  using links = step("failed to open netlink socket", () => new Links());
+  const found = step(
+    `failed to look up bridge \`${escapeForMessage(name)}'`,
+    () => checkName(links, name),
+  );
+  if (found.kind === "altname") throw new TapError(altnameMessage(name, found.canonical));
+  return found.kind === "missing" ? 0 : found.index;
+}
+
+/** As the helper: the tap's master must be the bridge checked first (by index), still so named. */
+function checkMaster(tap: string, bridgeIndex: number, bridge: string): void {
+  using links = step("failed to open netlink socket", () => new Links());
+  const port = step(`failed to look up \`${tap}'`, () => links.get({ name: tap }));
+  const master = port?.master === undefined
+    ? undefined
+    : step(`failed to look up bridge \`${escapeForMessage(bridge)}'`, () =>
+      links.get({ index: port.master! }));
+  if (bridgeIndex === 0 || master?.index !== bridgeIndex || master.name !== bridge) {
+    throw new TapError(
+      `bridge \`${escapeForMessage(bridge)}' changed while \`${tap}' was added to it: refusing`,
+    );
+  }
+}
+
 /** A tap the service created and handed out. */
 export interface TapRecord {
   /** Interface index: names are reused, indexes are not. */
@@ -95,7 +129,8 @@ export interface NewTap extends Disposable {
 
 /**
  * Creates a non-persistent tap on `bridge` in the helper's order and with its messages:
- * TUNSETIFF, the bridge's MTU, MAC with first byte 0xFE, attach, up; plus the ifalias label.
+ * TUNSETIFF, the bridge's MTU, MAC with first byte 0xFE, attach, master re-checked by index
+ * (`bridgeIndex` from canonicalBridge()), up; plus the ifalias label.
  * On any failure the fd is closed, which removes the tap.
  *
  * @throws {TapError} with the helper's one-line message.
@@ -103,6 +138,7 @@ export interface NewTap extends Disposable {
 export function createTap(
   ctl: NetControl,
   bridge: string,
+  bridgeIndex: number,
   vnetHdr: boolean,
   kind: BridgeKind,
   label: string,
@@ -124,6 +160,8 @@ export function createTap(
     if (ifindex === 0) throw new TapError(`failed to find device \`${tap}': No such device`);
     step(`failed to label device \`${tap}'`, () => setIfAlias(ifindex, label));
     kind.attach(ctl, bridge, tap);
+    // Attached by name: if the bridge was renamed meanwhile, the tap joined another interface.
+    checkMaster(tap, bridgeIndex, bridge);
     const up = step(`failed to get interface flags for \`${tap}'`, () => ctl.flags(tap));
     step(`failed to bring up interface \`${tap}'`, () => ctl.setFlags(tap, up | IFF.UP));
     return { tun, name: tap, ifindex, [Symbol.dispose]: () => tun.close() };

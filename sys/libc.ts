@@ -36,8 +36,12 @@ const GROUPS = {
     getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
     // int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf);
     statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+    // int openat(int dirfd, const char *path, int flags, mode_t mode);  (variadic, as open)
+    openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
     // unsigned if_nametoindex(const char *name);
     if_nametoindex: { parameters: ["buffer"], result: "u32" },
+    // int poll(struct pollfd *fds, nfds_t n, int timeout);  (the bounded wait for sendmsg)
+    poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
     // int prctl(int option, unsigned long a2, a3, a4, a5);  (variadic)
     prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
     // int getresuid(uid_t *r, uid_t *e, uid_t *s); int getresgid(...);
@@ -54,6 +58,9 @@ const GROUPS = {
     ioctl_val: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
     // int fcntl(int fd, int cmd, long arg);  (variadic)
     fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
+    // ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t size);  (only when an
+    // ACL path holds a symlink; the result fits in int, as for read)
+    readlinkat: { parameters: ["i32", "buffer", "buffer", "usize"], result: "i32" },
   },
   // Identity and capabilities: the set-user-ID drop and its verification, the checks.
   ids: {
@@ -81,9 +88,7 @@ const GROUPS = {
     socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
     // ssize_t recvmsg(int fd, struct msghdr *msg, int flags);
     recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
-    // int poll(struct pollfd *fds, nfds_t n, int timeout);
-    poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
-    // The same poll, run on a worker thread so the event loop keeps going while it waits. Only
+    // The same poll as in `base`, run on a worker thread so the event loop keeps going while it waits. Only
     // for waiting on frame and child readiness; never for privileged calls (capabilities and
     // errno are per thread).
     poll_async: {
@@ -111,6 +116,8 @@ const GROUPS = {
       parameters: ["buffer", "buffer", "buffer", "pointer", "buffer", "pointer"],
       result: "i32",
     },
+    // int setns(int fd, int nstype);  (the library's look into a helper's network namespace)
+    setns: { parameters: ["i32", "i32"], result: "i32" },
     // pid_t waitpid(pid_t pid, int *status, int options);
     waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
     // int kill(pid_t pid, int sig);
@@ -134,6 +141,29 @@ const GROUPS = {
     chmod: { parameters: ["buffer", "u32"], result: "i32" },
     // int mkdir(const char *path, mode_t mode);
     mkdir: { parameters: ["buffer", "u32"], result: "i32" },
+  },
+  // Directory-relative file operations: the installer's hardened writes (scripts/_safe_fs.ts).
+  fs: {
+    // int mkdirat(int dirfd, const char *path, mode_t mode);
+    mkdirat: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+    // int fchown(int fd, uid_t owner, gid_t group);
+    fchown: { parameters: ["i32", "u32", "u32"], result: "i32" },
+    // int fchmod(int fd, mode_t mode);
+    fchmod: { parameters: ["i32", "u32"], result: "i32" },
+    // int fsync(int fd);
+    fsync: { parameters: ["i32"], result: "i32" },
+    // int renameat2(int olddirfd, const char *old, int newdirfd, const char *new, unsigned flags);
+    renameat2: { parameters: ["i32", "buffer", "i32", "buffer", "u32"], result: "i32" },
+    // int unlinkat(int dirfd, const char *path, int flags);
+    unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  },
+  // A client stream socket: the Open vSwitch database connection (ovs/ovsdb.ts).
+  stream: {
+    // int connect(int fd, const struct sockaddr *addr, socklen_t len);
+    connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+    // ssize_t send(int fd, const void *buf, size_t n, int flags);  (result read as int: the
+    // messages sent are far below 2 GiB)
+    send: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
   },
   // Bench-only symbols (bench/netdev.ts); the library never loads them.
   bench: {
@@ -171,8 +201,10 @@ const base = () => lib("base");
 const more = () => lib("more");
 const ids = () => lib("ids");
 const proc = () => lib("proc");
+const fs = () => lib("fs");
 const bench = () => lib("bench");
 const svc = () => lib("service");
+const stream = () => lib("stream");
 
 /** Reads errno. Call it straight after the failing call, before anything else touches libc. */
 function errno(): number {
@@ -208,6 +240,7 @@ const ERRNO_NAMES: ReadonlyMap<number, string> = new Map([
   [25, "ENOTTY"],
   [32, "EPIPE"],
   [36, "ENAMETOOLONG"],
+  [39, "ENOTEMPTY"],
   [40, "ELOOP"],
   [77, "EBADFD"],
   [88, "ENOTSOCK"],
@@ -215,6 +248,7 @@ const ERRNO_NAMES: ReadonlyMap<number, string> = new Map([
   [97, "EAFNOSUPPORT"],
   [105, "ENOBUFS"],
   [107, "ENOTCONN"],
+  [110, "ETIMEDOUT"],
   [111, "ECONNREFUSED"],
 ]);
 
@@ -253,14 +287,17 @@ export const E = {
   ENODEV: 19,
   EINVAL: 22,
   EPIPE: 32,
+  EEXIST: 17,
+  ENOTDIR: 20,
+  ENOTEMPTY: 39,
   ELOOP: 40,
   ENOTSOCK: 88,
   EOPNOTSUPP: 95,
   ENOBUFS: 105,
   EBUSY: 16,
-  EEXIST: 17,
-  ENOTDIR: 20,
   ECONNREFUSED: 111,
+  ENOTCONN: 107,
+  ETIMEDOUT: 110,
 } as const;
 
 /** Throws OsError when `result` is negative, reading errno at once. Returns `result`. */
@@ -290,14 +327,20 @@ export const O = {
   DIRECTORY: 0o200000,
   NOFOLLOW: 0o400000,
   CLOEXEC: 0o2000000,
+  WRONLY: 1,
+  CREAT: 0o100,
+  EXCL: 0o200,
+  PATH: 0o10000000,
 } as const;
 
 /** Socket constants. */
 export const SOCK = {
   AF_UNIX: 1,
   AF_INET: 2,
+  AF_NETLINK: 16,
   STREAM: 1,
   DGRAM: 2,
+  RAW: 3,
   SEQPACKET: 5,
   NONBLOCK: 0o4000,
   CLOEXEC: 0o2000000,
@@ -334,6 +377,25 @@ export const F = {
 /** open(2); `O_CLOEXEC` is always added so no fd leaks into a child by accident. */
 export function open(path: string, flags: number, mode = 0): number {
   return check(`open(${path})`, base().open(cstr(path), flags | O.CLOEXEC, mode));
+}
+
+/**
+ * openat(2): `path` relative to the directory `dirfd`; `O_CLOEXEC` is always added. With
+ * `O_NOFOLLOW` (and `O_PATH` for a directory) a path can be walked one component at a time.
+ */
+export function openat(dirfd: number, path: string, flags: number, mode = 0): number {
+  return check(`openat(${path})`, base().openat(dirfd, cstr(path), flags | O.CLOEXEC, mode));
+}
+
+/**
+ * readlinkat(2): the target of the symlink `path` in `dirfd` (`""`: `dirfd` is an `O_PATH` fd
+ * of the link itself), as bytes. A target of PATH_MAX bytes or more fails with ENAMETOOLONG.
+ */
+export function readlinkat(dirfd: number, path: string): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(new ArrayBuffer(4096));
+  const n = check(`readlinkat(${path})`, more().readlinkat(dirfd, cstr(path), buf, 4096n));
+  if (n >= buf.length) throw new OsError(`readlinkat(${path})`, 36 /* ENAMETOOLONG */);
+  return buf.slice(0, n);
 }
 
 /** close(2). */
@@ -448,6 +510,7 @@ export interface FileStat {
 export const S = {
   IFMT: 0o170000,
   IFSOCK: 0o140000,
+  IFLNK: 0o120000,
   IFREG: 0o100000,
   IFDIR: 0o040000,
   IFCHR: 0o020000,
@@ -475,6 +538,65 @@ export function fstat(fd: number): FileStat {
   const buf = new Uint8Array(new ArrayBuffer(256));
   check("statx", base().statx(fd, new Uint8Array([0]), AT_EMPTY_PATH, STATX_BASIC_STATS, buf));
   return parseStatx(buf);
+}
+
+/** `*at()` flags and renameat2(2) flags. */
+export const AT = {
+  SYMLINK_NOFOLLOW: 0x100,
+  REMOVEDIR: 0x200,
+  RENAME_NOREPLACE: 1,
+} as const;
+
+/** File type of a symbolic link in st_mode (S_IFLNK). */
+export const S_IFLNK = 0o120000;
+
+/** fstatat(2) of `name` in `dirfd`, never following a symlink (statx, AT_SYMLINK_NOFOLLOW). */
+export function fstatat(dirfd: number, name: string): FileStat {
+  const buf = new Uint8Array(new ArrayBuffer(256));
+  check(
+    `statx(${name})`,
+    base().statx(dirfd, cstr(name), AT.SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf),
+  );
+  return parseStatx(buf);
+}
+
+/** mkdirat(2). */
+export function mkdirat(dirfd: number, name: string, mode: number): void {
+  check(`mkdirat(${name})`, fs().mkdirat(dirfd, cstr(name), mode));
+}
+
+/** fchown(2). */
+export function fchown(fd: number, uid: number, gid: number): void {
+  check("fchown", fs().fchown(fd, uid, gid));
+}
+
+/** fchmod(2). */
+export function fchmod(fd: number, mode: number): void {
+  check("fchmod", fs().fchmod(fd, mode));
+}
+
+/** fsync(2). */
+export function fsync(fd: number): void {
+  check("fsync", fs().fsync(fd));
+}
+
+/** renameat2(2) within or across directory fds; `flags` 0 or `AT.RENAME_NOREPLACE`. */
+export function renameat2(
+  olddirfd: number,
+  oldName: string,
+  newdirfd: number,
+  newName: string,
+  flags: number,
+): void {
+  check(
+    `renameat2(${oldName}, ${newName})`,
+    fs().renameat2(olddirfd, cstr(oldName), newdirfd, cstr(newName), flags),
+  );
+}
+
+/** unlinkat(2); `flags` 0 for a file, `AT.REMOVEDIR` for an empty directory. */
+export function unlinkat(dirfd: number, name: string, flags: number): void {
+  check(`unlinkat(${name})`, fs().unlinkat(dirfd, cstr(name), flags));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -514,8 +636,12 @@ const CMSG_SPACE_1FD = CMSG_HDR + 8; // 24
 /**
  * Sends one data byte 0x00 and one fd with SCM_RIGHTS in a single sendmsg(2), exactly as
  * qemu-bridge-helper does. MSG_NOSIGNAL: a closed peer is an EPIPE error, not a SIGPIPE death.
+ *
+ * With `timeoutMs`, the wait for room in the socket is bounded: sendmsg is tried with
+ * MSG_DONTWAIT, and on EAGAIN poll(2) waits for POLLOUT until the time is up; then OsError
+ * ETIMEDOUT. Without it, sendmsg blocks as in C (a peer that never reads blocks it forever).
  */
-export function sendFd(sock: number, fd: number): void {
+export function sendFd(sock: number, fd: number, timeoutMs?: number): void {
   const data = new Uint8Array(new ArrayBuffer(1)); // one byte, value 0
   const iov = new Uint8Array(new ArrayBuffer(16));
   const control = new Uint8Array(new ArrayBuffer(CMSG_SPACE_1FD));
@@ -533,11 +659,84 @@ export function sendFd(sock: number, fd: number): void {
   mv.setBigUint64(24, 1n, true); // msg_iovlen
   mv.setBigUint64(32, ptr(control), true); // msg_control
   mv.setBigUint64(40, BigInt(CMSG_LEN_1FD), true); // msg_controllen, as the C helper sends it
-  const n = base().sendmsg(sock, msg, SOCK.MSG_NOSIGNAL);
-  // Keep every buffer referenced until the call returned: the raw pointers above do not.
-  void [data, iov, control];
-  if (n < 0n) throw new OsError("sendmsg", errno());
-  if (n !== 1n) throw new OsError("sendmsg", E.EPIPE);
+  const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
+  const flags = SOCK.MSG_NOSIGNAL | (deadline === undefined ? 0 : SOCK.MSG_DONTWAIT);
+  for (;;) {
+    const n = base().sendmsg(sock, msg, flags);
+    const e = n < 0n ? errno() : 0;
+    // Keep every buffer referenced until the call returned: the raw pointers above do not.
+    void [data, iov, control];
+    if (n === 1n) return;
+    if (n >= 0n) throw new OsError("sendmsg", E.EPIPE);
+    if (deadline === undefined || (e !== E.EAGAIN && e !== E.EINTR)) {
+      throw new OsError("sendmsg", e);
+    }
+    const left = Math.ceil(deadline - performance.now());
+    if (left <= 0) throw new OsError("sendmsg", E.ETIMEDOUT);
+    // POLLERR/POLLHUP wake it too: the next sendmsg then reports EPIPE or the socket's error.
+    const pfd = pollBuffer([sock], POLL.OUT);
+    if (base().poll(pfd, 1n, left) < 0) {
+      const pe = errno();
+      if (pe !== E.EINTR) throw new OsError("poll", pe);
+    }
+  }
+}
+
+/** The credentials of a Unix socket's peer (SO_PEERCRED); pid 0 when it has none. */
+export interface PeerCred {
+  /** The peer's pid when it connected or created the pair; 0 for no peer. */
+  pid: number;
+  /** The peer's uid. */
+  uid: number;
+  /** The peer's gid. */
+  gid: number;
+}
+
+/** getsockopt(SO_PEERCRED): who is at the other end of a Unix socket. */
+export function peerCred(fd: number): PeerCred {
+  const val = new Int32Array(3);
+  const len = new Uint32Array([12]);
+  check(
+    "getsockopt(SO_PEERCRED)",
+    base().getsockopt(
+      fd,
+      SOCK.SOL_SOCKET,
+      SOCK.SO_PEERCRED,
+      new Uint8Array(val.buffer),
+      new Uint8Array(len.buffer),
+    ),
+  );
+  return { pid: val[0]!, uid: val[1]! >>> 0, gid: val[2]! >>> 0 };
+}
+
+/**
+ * Runs `fn` with the calling thread moved into the network namespace `nsfd`, and moves it
+ * back before returning, whatever `fn` did. Only for creating a socket there (a socket stays in
+ * the namespace it was made in); `fn` must be synchronous so no other code runs in between.
+ * setns(2) needs CAP_SYS_ADMIN: without it this throws OsError (EPERM) and nothing moved.
+ *
+ * @throws {Error} if the thread cannot be moved back (it would be left in the other namespace).
+ */
+export function inNetNamespace<T>(nsfd: number, fn: () => T): T {
+  const CLONE_NEWNET = 0x40000000;
+  const home = open("/proc/thread-self/ns/net", O.RDONLY);
+  try {
+    check("setns", proc().setns(nsfd, CLONE_NEWNET));
+    let outcome: { value: T } | { error: unknown };
+    try {
+      outcome = { value: fn() };
+    } catch (error) {
+      outcome = { error };
+    }
+    if (proc().setns(home, CLONE_NEWNET) < 0) {
+      // Nothing sane can continue on this thread: its sockets would be made elsewhere.
+      throw new Error(`setns back to the original network namespace failed: errno ${errno()}`);
+    }
+    if ("error" in outcome) throw outcome.error;
+    return outcome.value;
+  } finally {
+    close(home);
+  }
 }
 
 /** What one recvmsg(2) brought: data bytes and any fds, plus what was wrong with them. */
@@ -604,13 +803,54 @@ export function recvFds(sock: number): Received | undefined {
   return { bytes: Number(n), fds, problems };
 }
 
+/** sizeof(struct sockaddr_un): sa_family_t (2 bytes) and sun_path[108]. */
+const SOCKADDR_UN_SIZE = 110;
+
+/**
+ * Opens a non-blocking, close-on-exec AF_UNIX stream socket and connects it to `path`. A Unix
+ * socket connect completes at once or fails (EAGAIN when the listener's backlog is full), so a
+ * non-blocking connect never leaves the caller waiting. Throws RangeError when the path does not
+ * fit sun_path, OsError("connect(PATH)") when the connect fails; the socket is closed then.
+ */
+export function connectUnixStream(path: string): number {
+  const bytes = cstr(path);
+  if (bytes.byteLength > SOCKADDR_UN_SIZE - 2) {
+    throw new RangeError(`Unix socket path is too long (at most 107 bytes): '${path}'`);
+  }
+  const addr = new Uint8Array(new ArrayBuffer(SOCKADDR_UN_SIZE));
+  new DataView(addr.buffer).setUint16(0, SOCK.AF_UNIX, true);
+  addr.set(bytes, 2);
+  const fd = socket(SOCK.AF_UNIX, SOCK.STREAM | SOCK.NONBLOCK);
+  const r = stream().connect(fd, addr, 2 + bytes.byteLength);
+  if (r < 0) {
+    const e = errno();
+    base().close(fd);
+    throw new OsError(`connect(${path})`, e);
+  }
+  return fd;
+}
+
+/**
+ * send(2) with MSG_NOSIGNAL (a closed peer is an EPIPE error, not a SIGPIPE death) and
+ * MSG_DONTWAIT. Returns the byte count, or -1 when the socket buffer is full.
+ */
+export function sendSome(fd: number, buf: Uint8Array<ArrayBuffer>): number {
+  const n = stream().send(fd, buf, BigInt(buf.byteLength), SOCK.MSG_NOSIGNAL | SOCK.MSG_DONTWAIT);
+  if (n < 0) {
+    const e = errno();
+    if (e === E.EAGAIN) return -1;
+    throw new OsError("send", e);
+  }
+  return n;
+}
+
 // ---------------------------------------------------------------------------------------------
 // poll
 
 /** poll(2) on the calling thread; returns revents per fd (0 when nothing happened). */
 export function poll(fds: readonly number[], events: number, timeoutMs: number): number[] {
   const buf = pollBuffer(fds, events);
-  check("poll", proc().poll(buf, BigInt(fds.length), timeoutMs));
+  check("poll", base().poll(buf, BigInt(fds.length), timeoutMs));
   return pollResult(buf, fds.length);
 }
 
@@ -1036,29 +1276,6 @@ export function stat(path: string): FileStat {
   const buf = new Uint8Array(new ArrayBuffer(256));
   check(`statx(${path})`, base().statx(-100, /* AT_FDCWD */ cstr(path), 0, STATX_BASIC_STATS, buf));
   return parseStatx(buf);
-}
-
-/** The peer of a connected Unix socket, as the kernel recorded it (SO_PEERCRED). */
-export interface PeerCred {
-  /** The peer's pid when it connected. */
-  pid: number;
-  /** Its effective uid then. */
-  uid: number;
-  /** Its effective gid then. */
-  gid: number;
-}
-
-/** getsockopt(SO_PEERCRED): `struct ucred { pid_t pid; uid_t uid; gid_t gid; }`. */
-export function peerCred(fd: number): PeerCred {
-  const buf = new Uint8Array(new ArrayBuffer(12));
-  const len = new Uint32Array([12]);
-  check(
-    "getsockopt(SO_PEERCRED)",
-    base().getsockopt(fd, SOCK.SOL_SOCKET, SOCK.SO_PEERCRED, buf, new Uint8Array(len.buffer)),
-  );
-  if (len[0] !== 12) throw new OsError("getsockopt(SO_PEERCRED)", E.EINVAL);
-  const v = new DataView(buf.buffer);
-  return { pid: v.getInt32(0, true), uid: v.getUint32(4, true), gid: v.getUint32(8, true) };
 }
 
 /** getsockopt(SO_PEERGROUPS): the peer's supplementary groups when it connected. */

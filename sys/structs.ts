@@ -26,6 +26,8 @@ export const IOCTL = {
   TUNGETIFF: 0x800454d2,
   TUNGETVNETHDRSZ: 0x800454d7,
   TUNSETVNETHDRSZ: 0x400454d8,
+  TUNSETPERSIST: 0x400454cb,
+  TUNSETOWNER: 0x400454cc,
 } as const;
 
 /** Interface and tun flags. */

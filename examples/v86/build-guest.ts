@@ -4,9 +4,10 @@
 // in build/v86-guest/. Run `deno run -A examples/v86/build-guest.ts` to build (or check) it.
 
 import { CpioWriter, exists, sha256Hex } from "../../tests/_support/guest.ts";
+import { type LoadableModule, readModulesInLoadOrder } from "../../tests/_support/kmod.ts";
 
 /** Bump when /init or the initramfs layout changes in a way the cache key does not see. */
-const FORMAT = "vmb-v86-guest-v1";
+const FORMAT = "vmb-v86-guest-v2";
 
 /** Where the guest and its ingredients are kept: `<repo>/build/v86-guest`. */
 export const V86_GUEST_DIR: string = new URL("../../build/v86-guest", import.meta.url).pathname;
@@ -38,23 +39,18 @@ export const MARKERS = {
 /** Line to type on the guest's serial console to power it off. */
 export const POWEROFF_COMMAND = "vmb-poweroff";
 
-/** The NIC models v86 emulates, and the guest modules each needs (dependencies first). */
-export const NIC_MODULES = {
-  virtio: [
-    "failover",
-    "net_failover",
-    "virtio",
-    "virtio_ring",
-    "virtio_pci_legacy_dev",
-    "virtio_pci_modern_dev",
-    "virtio_pci",
-    "virtio_net",
-  ],
-  ne2k: ["8390", "ne2k_pci"],
+/**
+ * The NIC models v86 emulates, and the driver each needs. What those drivers depend on, and the
+ * order to load them in, comes from the kernel package's modules themselves (their `depends=`,
+ * see {@linkcode v86GuestModules}): a hand-written list drifts with Debian's kernel updates.
+ */
+export const NIC_DRIVERS = {
+  virtio: ["virtio_pci", "virtio_net"],
+  ne2k: ["ne2k_pci"],
 } as const;
 
 /** A NIC model v86 emulates. */
-export type V86Nic = keyof typeof NIC_MODULES;
+export type V86Nic = keyof typeof NIC_DRIVERS;
 
 /** A built guest. */
 export interface V86Guest {
@@ -89,10 +85,12 @@ export async function buildV86Guest(options: BuildV86GuestOptions = {}): Promise
   const dir = options.dir ?? V86_GUEST_DIR;
   const log = options.log ?? (() => {});
   const debs = await fetchDebs(dir, log);
-  const init = initScript();
+  // The load order is a function of the kernel package (named by its file), so the key sees
+  // /init's template and the package, not the order itself (which needs the package unpacked).
+  const template = initScript({ virtio: ["@virtio"], ne2k: ["@ne2k"] });
   const key = (await sha256Hex(
     new TextEncoder().encode(
-      [FORMAT, basename(debs.kernel), basename(debs.busybox), init].join("\n"),
+      [FORMAT, basename(debs.kernel), basename(debs.busybox), template].join("\n"),
     ),
   )).slice(0, 16);
   const release = kernelRelease(debs.kernel);
@@ -105,7 +103,7 @@ export async function buildV86Guest(options: BuildV86GuestOptions = {}): Promise
   try {
     await must(["dpkg-deb", "-x", debs.kernel, `${tmp}/k`]);
     await must(["dpkg-deb", "-x", debs.busybox, `${tmp}/b`]);
-    const modules = await findModules(`${tmp}/k/lib/modules/${release}`);
+    const nics = await v86GuestModules(`${tmp}/k/lib/modules/${release}`);
     const cpio = new CpioWriter();
     for (const d of ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp"]) {
       cpio.dir(d);
@@ -115,15 +113,14 @@ export async function buildV86Guest(options: BuildV86GuestOptions = {}): Promise
     cpio.charDev("dev/null", 1, 3, 0o666);
     cpio.file("bin/busybox", await Deno.readFile(`${tmp}/b/bin/busybox`), 0o755);
     cpio.symlink("bin/sh", "busybox");
-    const wanted = new Set<string>([...NIC_MODULES.virtio, ...NIC_MODULES.ne2k]);
-    for (const name of wanted) {
-      const path = modules.get(name);
-      if (path === undefined) {
-        throw new Error(`Kernel module not found in ${basename(debs.kernel)}: ${name}`);
-      }
-      cpio.file(`lib/modules/${name}.ko`, await Deno.readFile(path));
-    }
-    cpio.file("init", new TextEncoder().encode(init), 0o755);
+    const files = new Map<string, Uint8Array>();
+    for (const m of [...nics.virtio, ...nics.ne2k]) files.set(m.name, m.bytes);
+    for (const [name, bytes] of files) cpio.file(`lib/modules/${name}.ko`, bytes);
+    const order = {
+      virtio: nics.virtio.map((m) => m.name),
+      ne2k: nics.ne2k.map((m) => m.name),
+    };
+    cpio.file("init", new TextEncoder().encode(initScript(order)), 0o755);
     // Random bytes for the host to download, made here: generating them in the guest took
     // 9 s of emulated CPU.
     const blob = randomBytes(BLOB_BYTES);
@@ -142,7 +139,7 @@ export async function buildV86Guest(options: BuildV86GuestOptions = {}): Promise
       key,
       release,
       debs,
-      modules: [...wanted],
+      modules: order,
       blob: { path: "/blob", size: blob.length, sha256: await sha256Hex(blob) },
     };
     await Deno.writeTextFile(`${stage}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n");
@@ -163,7 +160,8 @@ interface Manifest {
   key: string;
   release: string;
   debs: Debs;
-  modules: string[];
+  /** Per NIC model, the modules /init loads, in that order. */
+  modules: Record<V86Nic, string[]>;
   blob: V86Guest["blob"];
 }
 
@@ -215,9 +213,24 @@ export function guestCmdline(p: V86GuestParams = {}): string {
 // ---------------------------------------------------------------------------------------------
 // /init
 
-function initScript(): string {
-  const virtio = NIC_MODULES.virtio.join(" ");
-  const ne2k = NIC_MODULES.ne2k.join(" ");
+/**
+ * The modules each NIC model needs, read from a module tree (`lib/modules/<release>` of the
+ * unpacked kernel package), each after every module it depends on.
+ *
+ * @throws {Error} when a module is missing or its metadata cannot be read.
+ */
+export async function v86GuestModules(
+  modulesDir: string,
+): Promise<Record<V86Nic, LoadableModule[]>> {
+  // A driver built into the kernel needs no insmod: readModulesInLoadOrder() leaves it out.
+  const read = async (nic: V86Nic) =>
+    (await readModulesInLoadOrder(modulesDir, NIC_DRIVERS[nic])).modules;
+  return { virtio: await read("virtio"), ne2k: await read("ne2k") };
+}
+
+function initScript(order: Readonly<Record<V86Nic, readonly string[]>>): string {
+  const virtio = order.virtio.join(" ");
+  const ne2k = order.ne2k.join(" ");
   return `#!/bin/busybox sh
 # Generated by examples/v86/build-guest.ts (${FORMAT}). Do not edit.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -364,20 +377,6 @@ function kernelRelease(deb: string): string {
   const m = /^linux-image-(.+?)_/.exec(basename(deb));
   if (!m) throw new SyntaxError(`Not a kernel package name: "${basename(deb)}"`);
   return m[1]!;
-}
-
-/** Every `.ko` under a module tree, by module name (`ne2k-pci.ko` → `ne2k_pci`). */
-async function findModules(root: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  const walk = async (d: string): Promise<void> => {
-    for await (const e of Deno.readDir(d)) {
-      const p = `${d}/${e.name}`;
-      if (e.isDirectory) await walk(p);
-      else if (e.name.endsWith(".ko")) out.set(e.name.slice(0, -3).replaceAll("-", "_"), p);
-    }
-  };
-  await walk(root);
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@
  * @module
  */
 
+import { readModulesInLoadOrder } from "./kmod.ts";
+
 /** Bump when the initramfs layout or /init changes in a way not covered by the key. */
 const GUEST_FORMAT = "vmb-guest-v1";
 
@@ -57,8 +59,11 @@ export const MARKERS = {
 /** Line to write to QEMU's stdin (the guest console) to power the guest off. */
 export const POWEROFF_COMMAND = "vmb-poweroff";
 
-/** Modules (by name) the guest needs; dependencies are resolved via modules.dep. */
-const ROOT_MODULES = ["virtio_pci", "virtio_net"] as const;
+/**
+ * Modules (by name) the guest needs; what they depend on, and the load order, come from the
+ * modules' own `depends=` metadata (tests/_support/kmod.ts).
+ */
+export const ROOT_MODULES = ["virtio_pci", "virtio_net"] as const;
 
 /** Paths of a built guest. */
 export interface GuestImage {
@@ -98,12 +103,12 @@ export async function buildGuest(
   const { kernel, version } = await locateKernel(options.kernel);
   const modulesDir = options.modulesDir ?? `/lib/modules/${version}`;
   const busybox = options.busybox ?? await firstExisting(["/bin/busybox", "/bin/busybox-static"]);
-  const modules = await resolveModules(modulesDir, ROOT_MODULES);
+  const { modules, builtin } = await readModulesInLoadOrder(modulesDir, ROOT_MODULES);
   const init = initScript(modules.map((m) => m.name));
 
   const kernelBytes = await Deno.readFile(kernel);
   const busyboxBytes = await Deno.readFile(busybox);
-  const moduleBytes = await Promise.all(modules.map((m) => readModule(m.path)));
+  const moduleBytes = modules.map((m) => m.bytes);
 
   const keyParts: string[] = [
     GUEST_FORMAT,
@@ -146,7 +151,7 @@ export async function buildGuest(
       version,
       busybox,
       modules: modules.map((m) => ({ name: m.name, path: m.path })),
-      builtin: modules.builtin,
+      builtin,
     };
     await Deno.writeTextFile(`${tmp}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n", {
       mode: 0o644,
@@ -366,13 +371,13 @@ async function locateKernel(explicit?: string): Promise<{ kernel: string; versio
   for await (const e of Deno.readDir("/boot")) {
     if (!e.name.startsWith("vmlinuz-")) continue;
     const version = e.name.slice("vmlinuz-".length);
-    if (await exists(`/lib/modules/${version}/modules.dep`)) candidates.push(version);
+    if (await exists(`/lib/modules/${version}/kernel`)) candidates.push(version);
   }
   candidates.sort(compareVersions);
   const version = candidates.at(-1);
   if (!version) {
     throw new Error(
-      "no /boot/vmlinuz-* with a matching /lib/modules/<version>/modules.dep (install linux-image-amd64)",
+      "no /boot/vmlinuz-* with a matching /lib/modules/<version>/kernel (install linux-image-amd64)",
     );
   }
   return { kernel: `/boot/vmlinuz-${version}`, version };
@@ -397,94 +402,6 @@ export function compareVersions(a: string, b: string): number {
     }
   }
   return 0;
-}
-
-interface ModuleRef {
-  name: string;
-  path: string;
-}
-
-type ResolvedModules = ModuleRef[] & { builtin: string[] };
-
-function moduleName(path: string): string {
-  return path.slice(path.lastIndexOf("/") + 1).replace(/\.ko(\.(xz|zst|gz))?$/, "").replaceAll(
-    "-",
-    "_",
-  );
-}
-
-/** Modules to insmod, dependencies first (depth-first over modules.dep); built-ins are skipped. */
-async function resolveModules(
-  modulesDir: string,
-  roots: readonly string[],
-): Promise<ResolvedModules> {
-  const deps = new Map<string, { path: string; deps: string[] }>();
-  for (const line of (await Deno.readTextFile(`${modulesDir}/modules.dep`)).split("\n")) {
-    const colon = line.indexOf(":");
-    if (colon < 0) continue;
-    const path = line.slice(0, colon).trim();
-    const rest = line.slice(colon + 1).trim();
-    deps.set(moduleName(path), {
-      path: path.startsWith("/") ? path : `${modulesDir}/${path}`,
-      deps: rest ? rest.split(/\s+/).map(moduleName) : [],
-    });
-  }
-  const builtinSet = new Set<string>();
-  try {
-    for (const line of (await Deno.readTextFile(`${modulesDir}/modules.builtin`)).split("\n")) {
-      if (line.trim()) builtinSet.add(moduleName(line.trim()));
-    }
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-
-  const out: ModuleRef[] = [];
-  const builtin: string[] = [];
-  const seen = new Set<string>();
-  const visit = (name: string, chain: string[]) => {
-    const n = name.replaceAll("-", "_");
-    if (seen.has(n)) return;
-    if (chain.includes(n)) {
-      throw new Error(`module dependency cycle: ${[...chain, n].join(" -> ")}`);
-    }
-    seen.add(n);
-    const entry = deps.get(n);
-    if (!entry) {
-      if (builtinSet.has(n)) {
-        builtin.push(n);
-        return;
-      }
-      throw new Error(`module ${n} is neither in ${modulesDir}/modules.dep nor built in`);
-    }
-    for (const d of entry.deps) visit(d, [...chain, n]);
-    out.push({ name: n, path: entry.path });
-  };
-  for (const r of roots) visit(r, []);
-  return Object.assign(out, { builtin });
-}
-
-async function readModule(path: string): Promise<Uint8Array> {
-  if (path.endsWith(".ko")) return await Deno.readFile(path);
-  if (path.endsWith(".ko.gz")) {
-    const f = await Deno.open(path);
-    return new Uint8Array(
-      await new Response(f.readable.pipeThrough(new DecompressionStream("gzip"))).arrayBuffer(),
-    );
-  }
-  const tools = path.endsWith(".ko.xz")
-    ? [["xz", "-dc"], ["/bin/busybox", "unxz", "-c"]]
-    : path.endsWith(".ko.zst")
-    ? [["zstd", "-dcq"], ["/bin/busybox", "unzstd", "-c"]]
-    : [];
-  for (const [cmd, ...args] of tools) {
-    try {
-      const r = await new Deno.Command(cmd!, { args: [...args, path], stderr: "piped" }).output();
-      if (r.success) return r.stdout;
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-  }
-  throw new Error(`cannot read/decompress kernel module ${path}`);
 }
 
 // ---------------------------------------------------------------------------

@@ -5,6 +5,8 @@ import assert from "node:assert/strict";
 import { aclAllows } from "../../acl/decide.ts";
 import {
   AclError,
+  directoryProblem,
+  fileProblem,
   loadAcl,
   type LoadOptions,
   MAX_FILE_BYTES,
@@ -12,11 +14,43 @@ import {
   resolveInclude,
 } from "../../acl/load.ts";
 import { AclSyntaxError } from "../../acl/parse.ts";
-import { rootTest } from "../_support/ns.ts";
+import { ROOT, rootTest } from "../_support/ns.ts";
+import { sourceForOthers } from "../_support/readable_source.ts";
 
 /** Files are owned by whoever runs the tests; root-only cases use the real default (uid 0). */
 const UID = Deno.uid() ?? 0;
 const MINE: LoadOptions = { trustedUid: UID };
+
+/**
+ * Where test trees go. The loader checks every directory from `/` down (owned by root or by the
+ * trusted uid, not group- or world-writable), so the usual /tmp (1777) would refuse every file.
+ * As root: /run (root 0755 on Debian, and uid 65534 can traverse it wherever the checkout is);
+ * otherwise the checkout or $HOME, whichever passes the same check.
+ */
+const BASE: string = (() => {
+  const candidates = UID === 0 ? ["/run", ROOT] : [ROOT, Deno.env.get("HOME") ?? ""];
+  for (const candidate of candidates.filter((c) => c !== "")) {
+    const real = Deno.realPathSync(candidate);
+    let ok = true;
+    for (let p = real; ok; p = p.slice(0, Math.max(p.lastIndexOf("/"), 1))) {
+      const st = Deno.lstatSync(p);
+      ok = st.isDirectory && (st.uid === 0 || st.uid === UID) && ((st.mode ?? 0) & 0o022) === 0;
+      if (p === "/") break;
+    }
+    if (ok) return real;
+  }
+  throw new Error(`no directory for test trees: none of ${candidates} is strict from / down`);
+})();
+
+/** The first directory from `/` down to `path` that `uid` owns, or `path` when there is none. */
+function firstOwnedBy(uid: number, path: string): string {
+  const parts = path.split("/").filter((p) => p !== "");
+  for (let i = 1; i < parts.length; i++) {
+    const dir = "/" + parts.slice(0, i).join("/");
+    if (Deno.lstatSync(dir).uid === uid) return dir;
+  }
+  return path;
+}
 
 /** A temporary directory tree, world-readable so another uid can read it, removed on dispose. */
 class Tree implements AsyncDisposable {
@@ -25,9 +59,16 @@ class Tree implements AsyncDisposable {
     this.dir = dir;
   }
   static async create(): Promise<Tree> {
-    const dir = await Deno.makeTempDir({ prefix: "vmb-acl-" });
+    const dir = await Deno.makeTempDir({ dir: BASE, prefix: "vmb-acl-" });
     await Deno.chmod(dir, 0o755);
     return new Tree(dir);
+  }
+  /** Makes directory `rel` (and its parents, 0755) with `mode`; returns its absolute path. */
+  async mkdir(rel: string, mode = 0o755): Promise<string> {
+    const path = `${this.dir}/${rel}`;
+    await Deno.mkdir(path, { recursive: true, mode: 0o755 });
+    await Deno.chmod(path, mode);
+    return path;
   }
   /** Writes `rel` (creating directories) with `mode` and returns its absolute path. */
   async file(rel: string, content: string | Uint8Array, mode = 0o644): Promise<string> {
@@ -77,8 +118,13 @@ async function loadInChild(
 ): Promise<ChildResult> {
   const home = await Deno.makeTempDir({ prefix: "vmb-acl-home-" });
   try {
+    // Another user may not be able to enter the checkout (root's home, a 0700 directory): it
+    // loads the modules from a copy every user can read.
+    const loadTs = options.asNobody
+      ? (await sourceForOthers()).url("acl/load.ts")
+      : new URL("../../acl/load.ts", import.meta.url).href;
     const script = `
-      import { loadAcl } from ${JSON.stringify(new URL("../../acl/load.ts", import.meta.url).href)};
+      import { loadAcl } from ${JSON.stringify(loadTs)};
       const skips = [];
       let out;
       try {
@@ -360,9 +406,13 @@ Deno.test("loadAcl() checks the owner against trustedUid", async () => {
   await using t = await Tree.create();
   const main = await t.file("bridge.conf", "allow br0\n");
   const other = UID === 4242 ? 4243 : 4242;
+  // Not root: the tree's directories are ours, so the first of them is refused before the file.
+  const ours = UID === 0 ? main : firstOwnedBy(UID, main);
   assertAclError(
     () => loadAcl(main, { trustedUid: other }),
-    `\`${main}' is owned by uid ${UID}, not root: refusing it`,
+    ours === main
+      ? `\`${main}' is owned by uid ${UID}, not root: refusing it`
+      : unsafeDir(ours, `is owned by uid ${UID}, not root`, main),
     main,
   );
   assert.deepEqual(loadAcl(main, MINE), [{ kind: "allow", name: "br0" }]);
@@ -533,4 +583,253 @@ Deno.test("loadAcl() escapes control characters of an include path in its messag
     `\`${t.dir}/d\\x1b[2J\\tx' is not a regular file (a directory)`,
     dir,
   );
+});
+
+// --- Directories on the way to each file (OpenSSH's StrictModes): whoever can write one of them
+// can replace or remove a file below it, a `deny` include with it.
+
+/** The message for a directory on the way to `file` that fails the check. */
+const unsafeDir = (dir: string, problem: string, file: string) =>
+  `\`${dir}' ${problem}, so \`${file}' cannot be trusted: refusing it`;
+
+for (
+  const [mode, who] of [
+    [0o775, "its group"],
+    [0o770, "its group"],
+    [0o757, "others"],
+    [0o777, "others"],
+    // Sticky (like /tmp) is refused too: anyone can still create a name that is missing, such
+    // as an include that does not exist yet, or a symlink to another root-owned file.
+    [0o1777, "others"],
+    [0o1775, "its group"],
+  ] as const
+) {
+  const octal = mode.toString(8).padStart(4, "0");
+  Deno.test(`loadAcl() refuses a main file in a directory of mode ${octal} (writable by ${who})`, async () => {
+    await using t = await Tree.create();
+    const main = await t.file("etc/bridge.conf", "allow br0\n");
+    const dir = await t.mkdir("etc", mode);
+    assertAclError(
+      () => loadAcl(main, MINE),
+      unsafeDir(dir, `is writable by ${who} (mode ${octal})`, main),
+      main,
+    );
+  });
+}
+
+Deno.test("loadAcl() checks every directory from / down, not only the file's own", async () => {
+  await using t = await Tree.create();
+  const main = await t.file("a/b/c/bridge.conf", "allow br0\n");
+  const a = await t.mkdir("a", 0o777);
+  assertAclError(
+    () => loadAcl(main, MINE),
+    unsafeDir(a, "is writable by others (mode 0777)", main),
+    main,
+  );
+});
+
+Deno.test("loadAcl() refuses a file under /tmp, which is world-writable and sticky", async () => {
+  const st = await Deno.lstat("/tmp");
+  assert.equal((st.mode ?? 0) & 0o7777, 0o1777, "this test expects the usual /tmp, mode 1777");
+  const main = await Deno.makeTempFile({ dir: "/tmp", prefix: "vmb-acl-", suffix: ".conf" });
+  try {
+    await Deno.writeTextFile(main, "allow br0\n");
+    await Deno.chmod(main, 0o644);
+    assertAclError(
+      () => loadAcl(main, MINE),
+      unsafeDir("/tmp", "is writable by others (mode 1777)", main),
+      main,
+    );
+  } finally {
+    await Deno.remove(main);
+  }
+});
+
+Deno.test("loadAcl() rejects the whole ACL for an include in a writable directory", async () => {
+  await using t = await Tree.create();
+  const main = await t.file("etc/bridge.conf", "allow all\ninclude ../drop/deny.conf\n");
+  const inc = await t.file("drop/deny.conf", "deny br0\n");
+  const drop = await t.mkdir("drop", 0o777);
+  assertAclError(
+    () => loadAcl(main, MINE),
+    unsafeDir(drop, "is writable by others (mode 0777)", inc.replace("/drop/", "/etc/../drop/")),
+    t.path("etc/../drop/deny.conf"),
+  );
+});
+
+Deno.test("loadAcl() rejects the whole ACL for a missing include in a writable directory", async () => {
+  await using t = await Tree.create();
+  // Not skipped as missing: anyone may create it (or, sticky or not, a symlink of that name).
+  const drop = await t.mkdir("drop", 0o1777);
+  const main = await t.file("bridge.conf", `allow all\ninclude ${drop}/deny.conf\n`);
+  assertAclError(
+    () => loadAcl(main, MINE),
+    unsafeDir(drop, "is writable by others (mode 1777)", `${drop}/deny.conf`),
+    `${drop}/deny.conf`,
+  );
+});
+
+rootTest("loadAcl() refuses a directory on the way that is owned by another user", async () => {
+  await using t = await Tree.create();
+  const main = await t.file("etc/qemu/bridge.conf", "allow br0\n");
+  const etc = t.path("etc");
+  await Deno.chown(etc, 65534, 65534);
+  assertAclError(
+    () => loadAcl(main),
+    unsafeDir(etc, "is owned by uid 65534, not root", main),
+    main,
+  );
+  // The same for an include: the whole ACL is rejected, not the include skipped.
+  const top = await t.file("bridge.conf", "allow br0\ninclude etc/qemu/bridge.conf\n");
+  assertAclError(() => loadAcl(top), unsafeDir(etc, "is owned by uid 65534, not root", main), main);
+});
+
+Deno.test("loadAcl() accepts directories owned by root as well as by trustedUid", async () => {
+  await using t = await Tree.create();
+  const main = await t.file("bridge.conf", "allow br0\n");
+  // `/` is root's whoever runs this; the tree is the trusted uid's (the same when root).
+  assert.deepEqual(loadAcl(main, MINE), [{ kind: "allow", name: "br0" }]);
+});
+
+Deno.test("loadAcl() follows a symlinked file and checks the directories it leads through", async () => {
+  await using t = await Tree.create();
+  await t.file("real/bridge.conf", "allow br0\n");
+  await t.mkdir("etc");
+  const main = t.path("etc/bridge.conf");
+  await Deno.symlink("../real/bridge.conf", main);
+  assert.deepEqual(loadAcl(main, MINE), [{ kind: "allow", name: "br0" }]);
+  // The target's directory is as important as the link's.
+  const real = await t.mkdir("real", 0o775);
+  assertAclError(
+    () => loadAcl(main, MINE),
+    unsafeDir(real, "is writable by its group (mode 0775)", main),
+    main,
+  );
+});
+
+Deno.test("loadAcl() follows a symlinked directory, absolute or relative", async () => {
+  await using t = await Tree.create();
+  await t.file("real/qemu/bridge.conf", "allow br0\ninclude lab.conf\n");
+  await t.file("real/qemu/lab.conf", "allow lab0\n");
+  await t.mkdir("etc");
+  await Deno.symlink(t.path("real/qemu"), t.path("etc/qemu"));
+  await Deno.symlink("../real/qemu", t.path("etc/qemu-rel"));
+  for (const dir of ["etc/qemu", "etc/qemu-rel"]) {
+    assert.deepEqual(loadAcl(t.path(`${dir}/bridge.conf`), MINE), [
+      { kind: "allow", name: "br0" },
+      { kind: "allow", name: "lab0" },
+    ]);
+  }
+  const real = await t.mkdir("real", 0o757);
+  const main = t.path("etc/qemu-rel/bridge.conf");
+  assertAclError(
+    () => loadAcl(main, MINE),
+    unsafeDir(real, "is writable by others (mode 0757)", main),
+    main,
+  );
+});
+
+Deno.test("loadAcl() refuses a symlink loop, as main file and as include", async () => {
+  await using t = await Tree.create();
+  const a = t.path("a.conf");
+  await Deno.symlink("b.conf", a);
+  await Deno.symlink("a.conf", t.path("b.conf"));
+  assertAclError(
+    () => loadAcl(a, MINE),
+    `cannot open \`${a}': Too many levels of symbolic links`,
+    a,
+  );
+  const main = await t.file("bridge.conf", "allow br0\ninclude a.conf\n");
+  assertAclError(
+    () => loadAcl(main, MINE),
+    `cannot open \`${a}': Too many levels of symbolic links`,
+    a,
+  );
+});
+
+Deno.test("loadAcl() skips an include whose symlink leads nowhere, as a missing one", async () => {
+  await using t = await Tree.create();
+  await Deno.symlink("gone.conf", t.path("dangling.conf"));
+  const main = await t.file("bridge.conf", "allow br0\ninclude dangling.conf\n");
+  const skipped: [string, string][] = [];
+  assert.deepEqual(loadAcl(main, { ...MINE, onSkip: (p, r) => skipped.push([p, r]) }), [
+    { kind: "allow", name: "br0" },
+  ]);
+  assert.deepEqual(skipped, [[t.path("dangling.conf"), "No such file or directory"]]);
+});
+
+Deno.test({
+  name: "loadAcl() refuses a relative path: there is no directory to check it from",
+  permissions: "none",
+  fn() {
+    assertAclError(
+      () => loadAcl("bridge.conf"),
+      "`bridge.conf' is not an absolute path: refusing it",
+      "bridge.conf",
+    );
+  },
+});
+
+rootTest(
+  "loadAcl() as another user reads an include in a directory it may search but not list",
+  async () => {
+    await using t = await Tree.create();
+    // 0711: others may pass through but not read the directory, which is all open(2) needs.
+    const main = await t.file("bridge.conf", "allow br0\ninclude priv/lab.conf\n");
+    await t.file("priv/lab.conf", "allow lab0\n");
+    await t.mkdir("priv", 0o711);
+    assert.deepEqual(await loadInChild(main, { asNobody: true, trustedUid: 0 }), {
+      rules: [{ kind: "allow", name: "br0" }, { kind: "allow", name: "lab0" }],
+      skips: [],
+    });
+  },
+);
+
+rootTest(
+  "loadAcl() as another user skips an include below a directory it cannot enter",
+  async () => {
+    await using t = await Tree.create();
+    const main = await t.file("bridge.conf", "allow br0\ninclude priv/deny.conf\n");
+    await t.file("priv/deny.conf", "deny br0\n");
+    await t.mkdir("priv", 0o700);
+    assert.deepEqual(await loadInChild(main, { asNobody: true, trustedUid: 0 }), {
+      rules: [{ kind: "allow", name: "br0" }],
+      skips: [[t.path("priv/deny.conf"), "Permission denied"]],
+    });
+  },
+);
+
+Deno.test({
+  name: "directoryProblem() wants root or trustedUid as owner and write for the owner only",
+  permissions: "none",
+  fn() {
+    const dir = (mode: number, uid = 0) => ({ mode: 0o040000 | mode, uid });
+    assert.equal(directoryProblem(dir(0o755)), undefined);
+    assert.equal(directoryProblem(dir(0o700)), undefined);
+    assert.equal(directoryProblem(dir(0o711)), undefined);
+    assert.equal(directoryProblem(dir(0o755, 1000), 1000), undefined);
+    assert.equal(directoryProblem(dir(0o755, 1000)), "is owned by uid 1000, not root");
+    assert.equal(directoryProblem(dir(0o775)), "is writable by its group (mode 0775)");
+    assert.equal(directoryProblem(dir(0o1777)), "is writable by others (mode 1777)");
+    assert.equal(
+      directoryProblem({ mode: 0o100644, uid: 0 }),
+      "is not a directory (a regular file)",
+    );
+  },
+});
+
+Deno.test({
+  name: "fileProblem() wants a regular file owned by trustedUid and writable by it only",
+  permissions: "none",
+  fn() {
+    const file = (mode: number, uid = 0) => ({ mode: 0o100000 | mode, uid });
+    assert.equal(fileProblem(file(0o644)), undefined);
+    assert.equal(fileProblem(file(0o400)), undefined);
+    assert.equal(fileProblem(file(0o644, 1000), 1000), undefined);
+    // Unlike a directory, a file is not accepted from root when another uid is trusted.
+    assert.equal(fileProblem(file(0o644), 1000), "is owned by uid 0, not root: refusing it");
+    assert.equal(fileProblem(file(0o664)), "is writable by its group (mode 0664): refusing it");
+    assert.equal(fileProblem(file(0o606)), "is writable by others (mode 0606): refusing it");
+    assert.equal(fileProblem({ mode: 0o010644, uid: 0 }), "is not a regular file (a FIFO)");
+  },
 });

@@ -6,11 +6,13 @@ import { AclError } from "../../acl/load.ts";
 import {
   aclResult,
   allowedBridges,
+  altnameResult,
   bridgeResult,
   decisionResult,
   existingBridgesResult,
   formatCheck,
   privilegeResult,
+  skippedIncludeResult,
   tunResult,
 } from "../../cli/check.ts";
 import { OsError } from "../../sys/libc.ts";
@@ -84,16 +86,32 @@ test("tunResult() says how to fix each way /dev/net/tun can fail", () => {
   );
 });
 
-test("aclResult() counts rules and names skipped includes", () => {
+test("aclResult() counts rules", () => {
   assert.equal(
-    formatCheck(aclResult({ rules: [{ kind: "allow", name: "br0" }], skipped: [] }, 1000)),
+    formatCheck(aclResult({ rules: [{ kind: "allow", name: "br0" }] }, 1000)),
     "ok   `/etc/qemu/bridge.conf' parses: 1 rule",
   );
   assert.equal(
-    formatCheck(aclResult({ rules: [], skipped: ["/etc/qemu/alice.conf"] }, 1000)),
-    "ok   `/etc/qemu/bridge.conf' parses: 0 rules; skipped include you cannot read: " +
-      "`/etc/qemu/alice.conf'",
+    formatCheck(aclResult({ rules: [] }, 1000)),
+    "ok   `/etc/qemu/bridge.conf' parses: 0 rules",
   );
+});
+
+test("skippedIncludeResult() names an include you cannot read: its rules do not apply to you", () => {
+  assert.equal(
+    formatCheck(skippedIncludeResult({ path: "/etc/qemu/alice.conf", errno: 13 }, 1000)),
+    "ok   you (uid 1000) cannot read include `/etc/qemu/alice.conf': its rules do not apply " +
+      "to you, `deny' rules included",
+  );
+});
+
+test("skippedIncludeResult() names a missing include: its rules apply to no one", () => {
+  for (const errno of [2, 20]) {
+    assert.equal(
+      formatCheck(skippedIncludeResult({ path: "/etc/qemu/gone.conf", errno }, 1000)),
+      "ok   include `/etc/qemu/gone.conf' does not exist: its rules apply to no one",
+    );
+  }
 });
 
 ffiTest("aclResult() tells a missing ACL from an unreadable and a broken one", () => {
@@ -160,5 +178,17 @@ test("existingBridgesResult() needs at least one bridge when every bridge is all
   assert.match(
     formatCheck(existingBridgesResult([])),
     /^FAIL the ACL allows you every bridge, but there is none/,
+  );
+});
+
+test("altnameResult() names the bridge's own name, for --br and for the ACL", () => {
+  assert.deepEqual(altnameResult("prod0", "br-prod", "argument"), {
+    ok: false,
+    what: "`prod0' is an alternative name of `br-prod': the helper refuses it",
+    fix: "use --br=br-prod (QEMU: br=br-prod)",
+  });
+  assert.equal(
+    altnameResult("prod0", "br-prod", "acl").fix,
+    "use `br-prod' in /etc/qemu/bridge.conf",
   );
 });

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { bridgeNetdev } from "../../net/open.ts";
-import { BridgeHelperError, runHelper } from "../../net/run_helper.ts";
+import { BridgeHelperError, DEFAULT_HELPER_TIMEOUT_MS, runHelper } from "../../net/run_helper.ts";
 import { OsError } from "../../sys/libc.ts";
 import {
   children,
@@ -32,16 +32,18 @@ async function rejection(p: Promise<unknown>): Promise<unknown> {
 
 /**
  * Runs `fn`, which must reject, and checks that it left no new fd in this process and no child
- * process (running or zombie). Returns the error and how long the call took.
+ * process (running or zombie). Returns the error, how long the call took and when it started.
  */
-async function failsCleanly(fn: () => Promise<unknown>): Promise<{ error: unknown; ms: number }> {
+async function failsCleanly(
+  fn: () => Promise<unknown>,
+): Promise<{ error: unknown; ms: number; start: number }> {
   const before = await openFds();
   const t0 = performance.now();
   const error = await rejection(fn());
   const ms = performance.now() - t0;
   assert.deepEqual(newFds(before, await openFds()), [], "fds leaked by the failed helper run");
   assert.deepEqual(await children(), [], "a helper process was left behind");
-  return { error, ms };
+  return { error, ms, start: t0 };
 }
 
 /** Asserts a BridgeHelperError whose message has `summary` and the helper's stderr `said`. */
@@ -158,10 +160,14 @@ Deno.test("bridgeNetdev() rejects a helper that sends data with no fd", async ()
 Deno.test("bridgeNetdev() kills and reaps a hanging helper when the signal aborts", async () => {
   const pidFile = await Deno.makeTempFile({ prefix: "vmb-hang-" });
   try {
+    // Timed from the signal's creation: failsCleanly's own clock starts later (it lists fds
+    // first), which made "rejected after 285 ms" a spurious failure under load.
+    const t0 = performance.now();
     const signal = AbortSignal.timeout(300);
-    const { error, ms } = await failsCleanly(() =>
+    const { error, ms: took, start } = await failsCleanly(() =>
       bridgeNetdev({ helper: hangingHelper(pidFile), signal })
     );
+    const ms = start - t0 + took;
     // The signal's own reason, not a wrapper and not a waitpid error.
     assert.equal(error, signal.reason);
     assert.ok(error instanceof DOMException && error.name === "TimeoutError", String(error));
@@ -231,6 +237,54 @@ Deno.test("bridgeNetdev() finishes when the helper exits, though a grandchild ke
       }
     });
   }
+});
+
+Deno.test("bridgeNetdev() kills and reaps a helper that outlives timeoutMs, with a BridgeHelperError", async () => {
+  const pidFile = await Deno.makeTempFile({ prefix: "vmb-hang-" });
+  try {
+    // The signal only guards this test: the deadline must act long before it.
+    const guard = AbortSignal.timeout(10_000);
+    const { error, ms } = await failsCleanly(() =>
+      bridgeNetdev({ helper: hangingHelper(pidFile), timeoutMs: 300, signal: guard })
+    );
+    const e = assertHelperError(error, /^Bridge helper did not finish within 0\.3 s$/);
+    assert.deepEqual(e.status, { exited: false, signal: 9 });
+    assert.ok(ms >= 290 && ms < 5000, `rejected after ${ms.toFixed(0)} ms`);
+    const pid = Number(await Deno.readTextFile(pidFile));
+    assert.equal(await procInfo(pid), undefined, `helper ${pid} still exists (not reaped)`);
+  } finally {
+    await Deno.remove(pidFile);
+  }
+});
+
+Deno.test({
+  name: "runHelper() has a default deadline of 10 to 30 s",
+  permissions: "none",
+  fn() {
+    assert.ok(DEFAULT_HELPER_TIMEOUT_MS >= 10_000 && DEFAULT_HELPER_TIMEOUT_MS <= 30_000);
+  },
+});
+
+Deno.test("bridgeNetdev() stops reading a helper that floods its socket, and kills it", async () => {
+  const guard = AbortSignal.timeout(20_000);
+  const { error, ms } = await failsCleanly(() =>
+    bridgeNetdev({ helper: fakeHelper("flood"), signal: guard })
+  );
+  const e = assertHelperError(
+    error,
+    /^Bridge helper kept writing to its socket: more than \d+ bytes/,
+  );
+  assert.deepEqual(e.status, { exited: false, signal: 9 });
+  assert.ok(ms < 15_000, `took ${ms.toFixed(0)} ms`);
+});
+
+Deno.test("bridgeNetdev() keeps at most 64 KiB of a stderr flood, and the deadline ends it", async () => {
+  const guard = AbortSignal.timeout(20_000);
+  const { error } = await failsCleanly(() =>
+    bridgeNetdev({ helper: fakeHelper("flood-stderr"), timeoutMs: 1500, signal: guard })
+  );
+  const e = assertHelperError(error, /^Bridge helper did not finish within 1\.5 s: A{100}/);
+  assert.ok(e.stderr.length <= 64 * 1024, `kept ${e.stderr.length} bytes of stderr`);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -364,6 +418,7 @@ rootTest("bridgeNetdev() rejects a helper that sends two fds, and closes both", 
 
 rootTest("bridgeNetdev() adopts the tap a helper sends; close() gives back every fd", async () => {
   await using ns = await NetNs.create();
+  await ns.bridge("br0");
   const before = await openFds();
   const nic = await bridgeNetdev({ helper: inNs(ns, "tap") });
   assert.deepEqual(await children(), []);
@@ -380,6 +435,7 @@ rootTest(
   "bridgeNetdev() succeeds as soon as the helper exits, though a grandchild keeps the socket",
   async () => {
     await using ns = await NetNs.create();
+    await ns.bridge("br0");
     const pidFile = await Deno.makeTempFile({ prefix: "vmb-fork-" });
     let grandchild = 0;
     try {
@@ -396,5 +452,33 @@ rootTest(
       if (grandchild > 0) Deno.kill(grandchild, "SIGKILL");
       await Deno.remove(pidFile);
     }
+  },
+);
+
+rootTest("bridgeNetdev() rejects and closes a tap that is a port of no bridge", async () => {
+  await using ns = await NetNs.create();
+  await ns.bridge("br0");
+  const { error } = await failsCleanly(() => bridgeNetdev({ helper: inNs(ns, "tap-loose") }));
+  assertHelperError(
+    error,
+    /^Bridge helper sent a tap that is not a port of bridge `br0': `tap0' is not a port of any bridge: /,
+    "fake-helper(tap-loose): sent a tap that is on no bridge",
+  );
+  assert.deepEqual(await ns.taps(), []);
+});
+
+rootTest(
+  "bridgeNetdev() rejects and closes a tap on another bridge than the one asked for",
+  async () => {
+    await using ns = await NetNs.create();
+    await ns.bridge("br0");
+    await ns.bridge("br1", { mac: "02:00:00:00:00:02" });
+    const { error } = await failsCleanly(() => bridgeNetdev({ helper: inNs(ns, "tap-other") }));
+    assertHelperError(
+      error,
+      /^Bridge helper sent a tap that is not a port of bridge `br0': `tap0' is a port of `br1', not of `br0': /,
+      "fake-helper(tap-other): sent a tap on br1",
+    );
+    assert.deepEqual(await ns.taps(), []);
   },
 );

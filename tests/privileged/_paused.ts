@@ -1,12 +1,15 @@
 // Observing a running helper without a hook in it: fd 3 is a Unix stream socket whose send
-// buffer was filled beforehand, so the helper's final sendmsg (on a blocking socket, as QEMU's)
-// waits after all its other work; /proc/PID/syscall shows it there. The test inspects /proc,
-// then drains exactly the filler with read() and takes the helper's message with recvmsg.
+// buffer was filled beforehand, so the helper's final sendmsg waits for room after all its other
+// work; /proc/PID/syscall shows it there (in poll: the wait is bounded, 5 s). The test then stops
+// the helper with SIGSTOP, so that its time limit cannot run out while /proc is inspected, drains
+// exactly the filler with read(), lets it continue (the restarted poll sees the room before it
+// looks at the clock) and takes the helper's message with recvmsg.
 
 import assert from "node:assert/strict";
 import { Fd } from "../../sys/fd.ts";
 import {
   type ExitStatus,
+  kill,
   read,
   recvFds,
   setNonBlocking,
@@ -18,7 +21,11 @@ import {
 } from "../../sys/libc.ts";
 import type { NetNs } from "../_support/ns.ts";
 
-const SYS_SENDMSG = Deno.build.arch === "aarch64" ? 211 : 46;
+/** sendmsg, and the poll of the helper's bounded wait for room (glibc: ppoll on aarch64). */
+const WAITING_SYSCALLS: ReadonlySet<number> = new Set(
+  Deno.build.arch === "aarch64" ? [211, 73] : [46, 7],
+);
+const SIGSTOP = 19, SIGCONT = 18;
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -32,7 +39,7 @@ export function fields(status: string): Map<string, string> {
   return m;
 }
 
-/** The pid of the helper: in `ns`, running helper.ts, and blocked in sendmsg. */
+/** The pid of the helper: in `ns`, running helper.ts, and waiting to send. */
 async function findBlockedHelper(
   ns: NetNs,
   deadline: number,
@@ -50,7 +57,12 @@ async function findBlockedHelper(
         // bin/qemu-bridge-helper passes `<repo>/bin/../helper.ts`.
         if (!/\/helper\.ts\0/.test(cmdline)) continue;
         const syscall = await Deno.readTextFile(`/proc/${e.name}/syscall`);
-        if (syscall.startsWith(`${SYS_SENDMSG} `)) return Number(e.name);
+        if (!WAITING_SYSCALLS.has(Number(syscall.split(" ")[0]))) continue;
+        // Its tap is open: this is the final wait, not a poll of the runtime's start-up.
+        for await (const f of Deno.readDir(`/proc/${e.name}/fd`)) {
+          const to = await Deno.readLink(`/proc/${e.name}/fd/${f.name}`).catch(() => "");
+          if (to === "/dev/net/tun") return Number(e.name);
+        }
       } catch { /* gone, or not ours */ }
     }
     await sleep(50);
@@ -116,6 +128,7 @@ export async function runPaused(
   }
   const deadline = Date.now() + 60_000;
   let status: ExitStatus | undefined;
+  let stopped: number | undefined;
   try {
     const found = await findBlockedHelper(ns, deadline, pid);
     if (typeof found !== "number") {
@@ -126,6 +139,9 @@ export async function runPaused(
       throw new Error(`the helper ended (${JSON.stringify(found)}) before it sent: ${text}`);
     }
     const helper = found;
+    // Frozen, its 5 s limit cannot run out while we look; SIGCONT comes after the drain below.
+    kill(helper, SIGSTOP);
+    stopped = helper;
     const procOwner = (await Deno.stat(`/proc/${helper}/status`)).uid ?? -1;
     await whilePaused?.(helper);
     const threads = new Map<string, Map<string, string>>();
@@ -146,6 +162,8 @@ export async function runPaused(
       assert.ok(n > 0 && buf.subarray(0, n).every((b) => b === 0xaa), "filler corrupted");
       queued -= n;
     }
+    kill(helper, SIGCONT);
+    stopped = undefined;
     let fds: number[] = [];
     while (fds.length === 0 && Date.now() < deadline) {
       const r = recvFds(mine.value);
@@ -168,6 +186,7 @@ export async function runPaused(
     }
     return { status, stderr, fd, threads, pid: helper, procOwner };
   } finally {
+    if (stopped !== undefined) kill(stopped, SIGCONT);
     if (status === undefined) {
       new Deno.Command("kill", { args: ["-9", String(pid)] }).outputSync();
       while (tryWait(pid) === undefined) await sleep(20);

@@ -13,9 +13,11 @@ import {
   recvFds,
   setNonBlocking,
   SOCK,
+  socket,
   socketpair,
   spawn,
   tryWait,
+  write,
 } from "../../sys/libc.ts";
 
 /** What the socket at fd 3 is. */
@@ -25,7 +27,14 @@ export type SocketMode =
   /** A socketpair whose other end is closed before the helper starts: sendmsg gets EPIPE. */
   | "closed-peer"
   /** No fd 3 at all. */
-  | "none";
+  | "none"
+  /** An AF_UNIX stream socket that was never connected: it has no peer. */
+  | "unconnected"
+  /**
+   * A connected socketpair whose helper end has a full send buffer, and whose other end we keep
+   * but never read: the helper's sendmsg can never complete (a caller that does not read).
+   */
+  | "full";
 
 /** How a raw run ended. */
 export interface RawRun {
@@ -62,11 +71,16 @@ export async function runRaw(argv: readonly string[], options: RawOptions = {}):
     socketpair(SOCK.AF_UNIX, SOCK.STREAM).map((n) => new Fd(n)) as [Fd, Fd];
   const [outRead, outWrite] = pair();
   const [errRead, errWrite] = pair();
-  const [mine, theirs] = mode === "none" ? [undefined, undefined] : pair();
+  const [mine, theirs] = mode === "none"
+    ? [undefined, undefined]
+    : mode === "unconnected"
+    ? [undefined, new Fd(socket(SOCK.AF_UNIX, SOCK.STREAM))]
+    : pair();
   // Every fd is closed on every path (close() is idempotent, so early closes below are fine).
   using _or = outRead, _ow = outWrite, _er = errRead, _ew = errWrite, _m = mine, _t = theirs;
   // The peer is gone before the helper even starts, so its sendmsg must see EPIPE.
   if (mode === "closed-peer") mine?.close();
+  if (mode === "full" && theirs) fillSendBuffer(theirs.value);
   const fdMap = new Map([[1, outWrite.value], [2, errWrite.value]]);
   if (theirs) fdMap.set(3, theirs.value);
   const pid = spawn({ argv, searchPath: !argv[0]!.includes("/"), fds: fdMap, devNull: [0] });
@@ -74,7 +88,8 @@ export async function runRaw(argv: readonly string[], options: RawOptions = {}):
   outWrite.close();
   errWrite.close();
   using pidfd = await childPidfd(pid);
-  const sock = mine?.open ? mine : undefined;
+  // In "full" mode our end is never read: reading it would make room for the helper.
+  const sock = mine?.open && mode !== "full" ? mine : undefined;
   for (const fd of [outRead, errRead, ...(sock ? [sock] : [])]) setNonBlocking(fd.value, true);
 
   const chunk = new Uint8Array(new ArrayBuffer(4096));
@@ -169,4 +184,17 @@ export function describeStatus(status: ExitStatus): string {
 /** True for exit status 0. */
 export function succeeded(status: ExitStatus): boolean {
   return status.exited && status.code === 0;
+}
+
+/**
+ * Writes to a socket until the kernel refuses more (its send buffer, and the peer's receive
+ * queue, are full), then makes it blocking again; returns the bytes queued.
+ */
+export function fillSendBuffer(fd: number): number {
+  setNonBlocking(fd, true);
+  const filler = new Uint8Array(new ArrayBuffer(4096)).fill(0xaa);
+  let queued = 0;
+  for (let n; (n = write(fd, filler)) > 0;) queued += n;
+  setNonBlocking(fd, false);
+  return queued;
 }

@@ -3,14 +3,12 @@
 
 import assert from "node:assert/strict";
 import { exposeDeno, privilegedDeno, tempDirFor } from "../_support/deno_copy.ts";
-import {
-  HELPER_FROM_SOURCE,
-  NetNs,
-  rootTest,
-  run,
-  sandbox,
-  type SandboxOptions,
-} from "../_support/ns.ts";
+import { NetNs, rootTest, run, sandbox, type SandboxOptions } from "../_support/ns.ts";
+import { sourceForOthers } from "../_support/readable_source.ts";
+
+// Run as another user, the helper comes from a copy every user can read: the checkout may be
+// in a directory that user cannot enter.
+const HELPER_FROM_SOURCE = (await sourceForOthers()).helper;
 
 const NOBODY = { uid: 65534, gid: 65534 };
 
@@ -113,6 +111,61 @@ rootTest("--check as uid 65534", async (t) => {
       assert.match(
         lines[5]!,
         /^FAIL `br7' does not exist .*; fix: create it: `sudo ip link add br7 type bridge/,
+      );
+    },
+  );
+
+  await t.step(
+    "an alternative name, given as --br or written in the ACL, is a FAIL naming the bridge",
+    async () => {
+      await using ns = await NetNs.create();
+      await ns.bridge("br-prod");
+      await ns.ip("link", "property", "add", "dev", "br-prod", "altname", "prod0");
+      const opts = { tun0666: true, etcQemu: { "bridge.conf": "allow all\n" }, setup: caps };
+      const r = await check(ns, opts, "--br=prod0");
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(
+        r.stdout,
+        /^FAIL `prod0' is an alternative name of `br-prod': the helper refuses it; fix: use --br=br-prod \(QEMU: br=br-prod\)$/m,
+      );
+      assert.doesNotMatch(r.stdout, /does not exist/);
+      // The ACL naming the alternative name: its rule can never match what the helper accepts.
+      const acl = await check(ns, { ...opts, etcQemu: { "bridge.conf": "allow prod0\n" } });
+      assert.equal(acl.code, 1, acl.stdout + acl.stderr);
+      assert.match(
+        acl.stdout,
+        /^FAIL `prod0' is an alternative name of `br-prod': the helper refuses it; fix: use `br-prod' in \/etc\/qemu\/bridge\.conf$/m,
+      );
+    },
+  );
+
+  await t.step(
+    "an include you cannot read is named: its rules, its deny included, do not apply to you",
+    async () => {
+      await using ns = await NetNs.create();
+      await ns.bridge("br0");
+      const r = await check(ns, {
+        tun0666: true,
+        etcQemu: {
+          "bridge.conf": "allow all\ninclude /etc/qemu/admins.conf\ninclude /etc/qemu/gone.conf\n",
+          "admins.conf": { text: "deny br0\n", mode: 0o600 },
+        },
+        setup: caps,
+      }, "--br=br0");
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(
+        r.stdout,
+        [
+          "ok   CAP_NET_ADMIN is effective",
+          "ok   /dev/net/tun can be opened read-write by you",
+          "ok   `/etc/qemu/bridge.conf' parses: 1 rule",
+          "ok   you (uid 65534) cannot read include `/etc/qemu/admins.conf': its rules do not " +
+          "apply to you, `deny' rules included",
+          "ok   include `/etc/qemu/gone.conf' does not exist: its rules apply to no one",
+          "ok   the ACL allows you bridge `br0'",
+          "ok   `br0' exists and is a bridge",
+          "",
+        ].join("\n"),
       );
     },
   );

@@ -13,16 +13,14 @@ import {
   SANDBOX_DENO,
   tempDirFor,
 } from "../_support/deno_copy.ts";
-import {
-  HELPER_FROM_SOURCE,
-  NetNs,
-  ROOT,
-  rootTest,
-  run,
-  sandbox,
-  type SandboxOptions,
-} from "../_support/ns.ts";
+import { NetNs, rootTest, run, sandbox, type SandboxOptions } from "../_support/ns.ts";
 import { runPaused } from "./_paused.ts";
+import { sourceForOthers } from "../_support/readable_source.ts";
+
+// Run as another user, the helper comes from a copy every user can read: the checkout may be
+// in a directory that user cannot enter.
+const SRC = await sourceForOthers();
+const HELPER_FROM_SOURCE = SRC.helper;
 
 const NOBODY = { uid: 65534, gid: 65534 };
 const TIMEOUT_MS = 60_000;
@@ -57,6 +55,19 @@ async function expectFailure(p: Promise<{ close(): void }>, stderr: RegExp): Pro
   assert.ok(caught instanceof BridgeHelperError, `expected a helper failure, got ${caught}`);
   assert.deepEqual(caught.status, { exited: true, code: 1 }, caught.message);
   assert.match(caught.stderr, stderr);
+}
+
+/** Expects a helper failure with exit status 1 and returns its last stderr line. */
+async function expectFailureLine(p: Promise<{ close(): void }>): Promise<string> {
+  let caught: unknown;
+  try {
+    (await p).close();
+  } catch (e) {
+    caught = e;
+  }
+  assert.ok(caught instanceof BridgeHelperError, `expected a helper failure, got ${caught}`);
+  assert.deepEqual(caught.status, { exited: true, code: 1 }, caught.message);
+  return caught.stderr.trimEnd().split("\n").at(-1) ?? "";
 }
 
 async function assertNoTaps(ns: NetNs): Promise<void> {
@@ -149,26 +160,47 @@ rootTest("file-capability helper run by uid 65534", async (t) => {
   );
 
   await t.step(
-    "a user namespace with its own /etc/qemu: the capability does not reach this network namespace",
+    "a user namespace with its own /etc/qemu: the ACL is refused, and the capability would not reach",
     async () => {
       // The caller becomes "root" of a new user namespace, mounts an ACL allowing everything
-      // over /etc/qemu and runs the helper there. The loader sees a root-owned file (its owner
-      // maps to 0 in that namespace) and allows; but the capability the helper holds there is
-      // the namespace's, and this network namespace belongs to the initial one: no tap.
+      // over /etc/qemu and runs the helper there.
       await using ns = await NetNs.create();
       await ns.bridge("br0");
       await using sb = await box(ns, { etcQemu: { "bridge.conf": "deny all\n" }, setup });
-      const swap = "mount -t tmpfs vmb-evil-acl /etc/qemu && " +
-        `echo 'allow all' > /etc/qemu/bridge.conf && exec "$0" "$@"`;
-      await expectFailure(
-        runHelper({
-          helper: [...sb.argv, "unshare", "-Urm", "sh", "-c", swap, HELPER_FROM_SOURCE],
-          bridge: "br0",
-          vnetHdr: true,
-          signal: AbortSignal.timeout(TIMEOUT_MS),
-        }),
-        /^failed to create tun device: Operation not permitted$/m,
+      const attempt = (script: string) =>
+        expectFailureLine(
+          runHelper({
+            helper: [...sb.argv, "unshare", "-Urm", "sh", "-c", script, HELPER_FROM_SOURCE],
+            bridge: "br0",
+            vnetHdr: true,
+            signal: AbortSignal.timeout(TIMEOUT_MS),
+          }),
+        );
+      // 1. The file looks root-owned there (its owner maps to 0), but `/` does not: real root is
+      //    not mapped in the caller's namespace, so it shows as the overflow uid, and the
+      //    directory check refuses the whole ACL.
+      const swap = "set -e; mount -t tmpfs vmb-evil-acl /etc/qemu; " +
+        `echo 'allow all' > /etc/qemu/bridge.conf; exec "$0" "$@"`;
+      assert.equal(
+        await attempt(swap),
+        "failed to parse default acl file `/etc/qemu/bridge.conf': `/' is owned by uid 65534, " +
+          "not root, so `/etc/qemu/bridge.conf' cannot be trusted: refusing it",
       );
+      // 2. Past the ACL with a chroot into a tmpfs the caller owns (everything in it maps to 0):
+      //    the ACL allows, but the capability the helper holds there is the namespace's, and this
+      //    network namespace belongs to the initial one: no tap.
+      const binds = [SRC.root, denoDir.path, "/usr", "/dev", "/proc"];
+      const chroot = [
+        "set -e",
+        "mount -t tmpfs -o mode=0755 vmb-evil-root /srv",
+        "mkdir -p /srv/etc/qemu /srv/mnt/vmb-bin",
+        "for l in bin lib lib64 sbin; do ln -s usr/$l /srv/$l; done",
+        ...binds.map((d) => `mkdir -p /srv${d} && mount --rbind ${d} /srv${d}`),
+        `touch /srv${SANDBOX_DENO} && mount --bind ${SANDBOX_DENO} /srv${SANDBOX_DENO}`,
+        "echo 'allow all' > /srv/etc/qemu/bridge.conf",
+        'exec chroot /srv "$0" "$@"',
+      ].join("\n");
+      assert.equal(await attempt(chroot), "failed to create tun device: Operation not permitted");
       await assertNoTaps(ns);
     },
   );
@@ -274,7 +306,7 @@ rootTest("file-capability helper run by uid 65534", async (t) => {
       // only leaves a marker (through libc, the one permission it has).
       await Deno.writeTextFile(
         `${code.path}/evil.ts`,
-        `import { close, O, open } from "file://${ROOT}/sys/libc.ts";\n` +
+        `import { close, O, open } from "${SRC.url("sys/libc.ts")}";\n` +
           `close(open("${out.path}/marker", O.RDWR | 0o100 /* O_CREAT */, 0o644));\n`,
       );
       await Deno.chmod(`${code.path}/evil.ts`, 0o644);
@@ -285,7 +317,7 @@ rootTest("file-capability helper run by uid 65534", async (t) => {
         SANDBOX_DENO,
         ...COMPILE_LIKE_FLAGS,
         "--preload",
-        `${ROOT}/guard.ts`,
+        `${SRC.root}/guard.ts`,
         `${code.path}/evil.ts`,
       ]);
       assert.equal(guarded.code, 70, guarded.stderr);

@@ -208,6 +208,43 @@ for (const f of FAILURES) {
 }
 
 rootTest(
+  "helper denies, as for a broken ACL, when a directory above an ACL file is group-writable",
+  async () => {
+    await using ns = await NetNs.create();
+    await ns.bridge("br0");
+    const refused = (dir: string, file: string) =>
+      `failed to parse default acl file \`/etc/qemu/bridge.conf': \`${dir}' is writable by its ` +
+      `group (mode 0775), so \`${file}' cannot be trusted: refusing it`;
+    // /etc/qemu itself: whoever may write it may replace bridge.conf.
+    {
+      await using sb = await box(ns, {
+        etcQemu: { "bridge.conf": "allow br0\n" },
+        setup: "chmod 0775 /etc/qemu",
+      });
+      await assertHelperFails(
+        helper(sb.argv, "br0"),
+        refused("/etc/qemu", "/etc/qemu/bridge.conf"),
+      );
+    }
+    // An include's directory: its `deny` could be removed, so the whole ACL is refused.
+    {
+      await using sb = await box(ns, {
+        etcQemu: {
+          "bridge.conf": "allow all\ninclude /etc/qemu/d/deny.conf\n",
+          "d/deny.conf": "deny br0\n",
+        },
+        setup: "chmod 0775 /etc/qemu/d",
+      });
+      await assertHelperFails(
+        helper(sb.argv, "br0"),
+        refused("/etc/qemu/d", "/etc/qemu/d/deny.conf"),
+      );
+    }
+    await assertNoTaps(ns, "after refusing the ACL");
+  },
+);
+
+rootTest(
   "helper refuses an --fd that is not an open Unix socket, before making a tap",
   async () => {
     await using ns = await NetNs.create();

@@ -52,7 +52,7 @@ rootTest("service: refusals carry the helper's one-line messages and leave no ta
   await ns.bridge("br0");
   await ns.bridge("br1", { mac: "02:00:00:00:00:02" });
   await using svc = await startService(ns, {
-    etcQemu: { "bridge.conf": "allow br0\nallow nosuch\n" },
+    etcQemu: { "bridge.conf": "allow br0\nallow nosuch\nallow prod0\n" },
   });
   const refused = async (bridge: string): Promise<ServiceError> => {
     try {
@@ -69,6 +69,10 @@ rootTest("service: refusals carry the helper's one-line messages and leave no ta
   const missing = await refused("nosuch");
   assert.equal(missing.status, STATUS.FAILED);
   assert.equal(missing.message, "failed to get mtu of bridge `nosuch': No such device");
+  await ns.ip("link", "property", "add", "dev", "br1", "altname", "prod0");
+  const altname = await refused("prod0");
+  assert.equal(altname.status, STATUS.BAD_REQUEST);
+  assert.equal(altname.message, "bridge `prod0' is an alternative name of `br1': use its name");
   const badName = await refused("a/b");
   assert.equal(badName.status, STATUS.BAD_REQUEST);
   assert.deepEqual(await noTapsLeft(ns), []);

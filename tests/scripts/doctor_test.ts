@@ -1,5 +1,6 @@
-// Tests for the pure judgements of scripts/doctor.ts (the installation checks). The doctor is
-// run for real against an installed helper in tests/scripts/install_test.ts.
+// Tests for the pure judgements of scripts/doctor.ts (the installation checks), and the doctor
+// run for real as uid 65534 on an ACL with includes. It is run against an installed helper in
+// tests/scripts/install_test.ts.
 
 import assert from "node:assert/strict";
 import { formatCheck } from "../../cli/check.ts";
@@ -9,6 +10,8 @@ import {
   type InstalledFile,
   installedFileResults,
 } from "../../scripts/doctor.ts";
+import { tempDirFor } from "../_support/deno_copy.ts";
+import { NetNs, ROOT, rootTest, run, sandbox } from "../_support/ns.ts";
 
 const P = "/usr/local/libexec/qemu-bridge-helper";
 const GOOD: InstalledFile = { uid: 0, gid: 107, mode: 0o100750, isFile: true };
@@ -76,3 +79,44 @@ test("capabilityResults() wants exactly cap_net_admin=ep and no nosuid mount", (
   );
   assert.match(nosuid[1]!, /^FAIL .* mounted nosuid: its file capability is ignored/);
 });
+
+rootTest(
+  "the doctor names each include you cannot read: its rules do not apply to you",
+  async () => {
+    const config = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`)) as {
+      tasks: Record<string, string>;
+    };
+    const words = config.tasks.doctor?.split(" ") ?? [];
+    assert.equal(words[0], "deno");
+    const doctor = [
+      Deno.execPath(),
+      ...words.slice(1).map((w) => (w.startsWith("scripts/") ? `${ROOT}/${w}` : w)),
+    ];
+    await using denoDir = await tempDirFor(65534, 0o700, "vmb-denodir-");
+    await using ns = await NetNs.create();
+    await ns.bridge("br0");
+    const sb = await sandbox(ns, {
+      user: { uid: 65534, gid: 65534 },
+      etcQemu: {
+        "bridge.conf": "allow all\ninclude /etc/qemu/admins.conf\ninclude gone.conf\n",
+        "admins.conf": { text: "deny br0\n", mode: 0o600 },
+      },
+    });
+    try {
+      const env = ["env", `DENO_DIR=${denoDir.path}`, `HOME=${denoDir.path}`, "NO_COLOR=1"];
+      const r = await run([...sb.argv, ...env, ...doctor, "--br=br0"]);
+      assert.match(
+        r.stdout,
+        /^ok {3}you \(uid 65534\) cannot read include `\/etc\/qemu\/admins\.conf': its rules do not apply to you, `deny' rules included$/m,
+        r.stdout + r.stderr,
+      );
+      assert.match(
+        r.stdout,
+        /^ok {3}include `\/etc\/qemu\/gone\.conf' does not exist: its rules apply to no one$/m,
+      );
+      assert.match(r.stdout, /^ok {3}the ACL allows you bridge `br0'$/m);
+    } finally {
+      await sb.cleanup();
+    }
+  },
+);

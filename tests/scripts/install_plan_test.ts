@@ -10,6 +10,7 @@ import {
   DEFAULT_BRIDGE_CONF,
   describeStep,
   getcapShowsNetAdminOnly,
+  installableDirs,
   type InstallFacts,
   type InstallOptions,
   InstallRefusal,
@@ -152,6 +153,7 @@ test("planInstall() compiles, verifies, installs 0750 root:kvm, writes the ACL, 
     deno: "/usr/bin/deno",
     repo: "/src/vm-bridge",
     out: "/tmp/vmb-install-x/qemu-bridge-helper",
+    home: "/tmp/vmb-install-x/compile-home",
   });
   assert.deepEqual(steps[2], {
     op: "install",
@@ -205,7 +207,14 @@ test("planInstall() with --binary stages the file and with --denort passes DENOR
   });
   const offline = planInstall({ ...INSTALL, denort: "/opt/denort" }, FACTS);
   assert.ok(offline[0]?.op === "compile" && offline[0].denort === "/opt/denort");
-  assert.match(describeStep(offline[0]!), /^\(cd \/src\/vm-bridge && DENORT_BIN=\/opt\/denort /);
+  assert.equal(
+    describeStep(offline[0]!),
+    "(cd /src/vm-bridge && env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin " +
+      "HOME=/tmp/vmb-install-x/compile-home DENO_DIR=/tmp/vmb-install-x/compile-home/deno-dir " +
+      "NO_COLOR=1 DENO_NO_UPDATE_CHECK=1 DENORT_BIN=/opt/denort /usr/bin/deno compile " +
+      "--no-code-cache --no-prompt --allow-ffi --v8-flags=--single-threaded --preload ./guard.ts " +
+      "--output /tmp/vmb-install-x/qemu-bridge-helper ./helper.ts)",
+  );
 });
 
 test("planInstall() with --destdir stages everything there and prints the setcap line instead", () => {
@@ -273,14 +282,23 @@ test("planInstall() stops and asks for --group when kvm does not exist", () => {
   });
 });
 
-test("planInstall() refuses directories a user could write, and nosuid mounts", () => {
-  for (
-    const st of [{ uid: 1000, mode: 0o40755 }, { uid: 0, mode: 0o40775 }, { uid: 0, mode: 0o41777 }]
-  ) {
+test("planInstall() refuses directories a user could write, symlinks, and nosuid mounts", () => {
+  const cases: [{ uid: number; mode: number }, string][] = [
+    [{ uid: 1000, mode: 0o40755 }, "is owned by uid 1000, not root"],
+    [{ uid: 0, mode: 0o40775 }, "is writable by group or others (mode 0775)"],
+    [{ uid: 0, mode: 0o41777 }, "is writable by group or others (mode 1777)"],
+    [{ uid: 0, mode: 0o120777 }, "is a symbolic link: give the real path instead"],
+    [{ uid: 0, mode: 0o100644 }, "is not a directory"],
+  ];
+  for (const [st, why] of cases) {
     const dirs = new Map([["/usr/local", st]]);
     assert.throws(() => planInstall(INSTALL, { ...FACTS, dirs }), (e) => {
       assert.ok(e instanceof InstallRefusal);
-      assert.match(e.message, /^\/usr\/local is .*: the helper's directories must be root-owned/);
+      assert.equal(
+        e.message,
+        `\`/usr/local' ${why}: every directory the installer writes into or deletes from must ` +
+          "be root's and writable by root only, all the way from /",
+      );
       return true;
     });
   }
@@ -346,15 +364,71 @@ test("planUninstall() never touches a bridge.conf it did not create, and needs a
 });
 
 test("checkManifest() accepts ours and rejects anything else", () => {
-  assert.deepEqual(checkManifest(JSON.parse(JSON.stringify(MANIFEST))), MANIFEST);
+  assert.deepEqual(checkManifest(JSON.parse(JSON.stringify(MANIFEST)), "/usr/local"), MANIFEST);
+  const withDenort = { ...MANIFEST, denort: { source: "/opt/denort", sha256: "d".repeat(64) } };
+  assert.deepEqual(checkManifest(withDenort, "/usr/local"), withDenort);
   for (
-    const bad of [null, {}, { ...MANIFEST, format: 2 }, { ...MANIFEST, dirs: ["rel"] }, {
-      ...MANIFEST,
-      helper: { path: "/x", sha256: "z" },
-    }]
+    const bad of [
+      null,
+      {},
+      [],
+      { ...MANIFEST, format: 2 },
+      { ...MANIFEST, dirs: [1] },
+      { ...MANIFEST, helper: { path: "/x", sha256: "z" } },
+      { ...MANIFEST, denort: { source: "/opt/denort", sha256: "x" } },
+    ]
   ) {
-    assert.throws(() => checkManifest(bad), TypeError);
+    assert.throws(() => checkManifest(bad, "/usr/local"), {
+      name: "TypeError",
+      message: "Not an install manifest of this installer",
+    });
   }
+});
+
+test("checkManifest() accepts only the paths this installer could have installed", () => {
+  const sha = "b".repeat(64);
+  const never = (p: string) =>
+    `it names \`${p}', which this installer never installs under /usr/local`;
+  const cases: [unknown, string][] = [
+    [{ ...MANIFEST, helper: { path: "/../victim", sha256: sha } }, never("/../victim")],
+    [
+      { ...MANIFEST, helper: { path: "/usr/local/libexec/../../../etc/shadow", sha256: sha } },
+      never("/usr/local/libexec/../../../etc/shadow"),
+    ],
+    [
+      { ...MANIFEST, helper: { path: "/usr/bin/qemu-bridge-helper", sha256: sha } },
+      never(
+        "/usr/bin/qemu-bridge-helper",
+      ),
+    ],
+    [{ ...MANIFEST, bridgeConf: { path: "/etc/shadow", text: "" } }, never("/etc/shadow")],
+    [{ ...MANIFEST, dirs: ["/var"] }, never("/var")],
+    [{ ...MANIFEST, dirs: ["/usr/local/libexec/"] }, never("/usr/local/libexec/")],
+    [
+      { ...MANIFEST, dirs: ["/usr/local/libexec", "/usr/local/libexec"] },
+      "it names a directory twice",
+    ],
+  ];
+  for (const [bad, message] of cases) {
+    assert.throws(() => checkManifest(bad, "/usr/local"), { name: "TypeError", message });
+  }
+  // The same manifest under another prefix names paths that prefix never installs.
+  assert.throws(() => checkManifest(MANIFEST, "/opt/vm"), {
+    message: "it names `/usr/local/libexec/qemu-bridge-helper', which this installer never " +
+      "installs under /opt/vm",
+  });
+  assert.deepEqual(
+    [...installableDirs("/usr/local")].sort(),
+    [
+      "/etc",
+      "/etc/qemu",
+      "/usr",
+      "/usr/local",
+      "/usr/local/libexec",
+      "/usr/local/share",
+      "/usr/local/share/vm-bridge",
+    ],
+  );
 });
 
 test("judgeProbe() accepts only the usage line with exit 1", () => {
@@ -418,19 +492,17 @@ test("compileArgs() is exactly the required deno compile command", () => {
   ]);
 });
 
-test("compileEnv() drops variables that change the build and sets DENORT_BIN only from --denort", () => {
-  const parent = {
-    PATH: "/usr/bin",
-    DENORT_BIN: "/evil",
-    DENO_V8_FLAGS: "--prof",
-    DENO_INTERNAL_X: "1",
-    NODE_OPTIONS: "x",
-    HOME: "/root",
+test("compileEnv() is an allow-list: a fixed PATH, a private HOME and DENO_DIR, DENORT_BIN only from --denort", () => {
+  const base = {
+    PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    HOME: "/tmp/s/compile-home",
+    DENO_DIR: "/tmp/s/compile-home/deno-dir",
+    NO_COLOR: "1",
+    DENO_NO_UPDATE_CHECK: "1",
   };
-  assert.deepEqual(compileEnv(parent), { PATH: "/usr/bin", HOME: "/root" });
-  assert.deepEqual(compileEnv(parent, "/opt/denort"), {
-    PATH: "/usr/bin",
-    HOME: "/root",
+  assert.deepEqual(compileEnv("/tmp/s/compile-home"), base);
+  assert.deepEqual(compileEnv("/tmp/s/compile-home", "/opt/denort"), {
+    ...base,
     DENORT_BIN: "/opt/denort",
   });
 });

@@ -6,10 +6,30 @@
 import assert from "node:assert/strict";
 import { DEFAULT_BRIDGE_CONF, SETUID_REFUSAL, USAGE } from "../../scripts/_install_plan.ts";
 import { listTree } from "../_support/deno_copy.ts";
+import {
+  denoSection,
+  fakeCompiledHelper,
+  helperMetadata,
+  storedZip,
+  suiNote,
+  tinyElf,
+} from "../_support/fake_denort.ts";
+import { judgeHelperMetadata, readStandaloneMetadata } from "../../scripts/_denort_meta.ts";
+import { createHash } from "node:crypto";
 import { NetNs, ROOT, rootTest, run, sandbox } from "../_support/ns.ts";
+import { rootTempDir } from "../_support/root_tmp.ts";
+import { sourceForOthers } from "../_support/readable_source.ts";
+import { testGroupFile } from "../_support/groups.ts";
 
-/** `deno task install-suid` exactly, with the deno running the tests. */
-async function taskArgv(task: string): Promise<string[]> {
+// The installer's default group is kvm, which a fresh machine does not have: the installs below
+// run in a mount namespace whose /etc/group has a kvm of the tests' own.
+const GROUPS = await testGroupFile("kvm");
+
+/**
+ * `deno task install-suid` exactly, with the deno running the tests; the scripts from `root`
+ * (default: this checkout).
+ */
+async function taskArgv(task: string, root = ROOT): Promise<string[]> {
   const config = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`)) as {
     tasks: Record<string, string>;
   };
@@ -17,15 +37,21 @@ async function taskArgv(task: string): Promise<string[]> {
   assert.ok(words && words[0] === "deno", `no task ${task}`);
   return [
     Deno.execPath(),
-    ...words.slice(1).map((w) => (w.startsWith("scripts/") ? `${ROOT}/${w}` : w)),
+    ...words.slice(1).map((w) => (w.startsWith("scripts/") ? `${root}/${w}` : w)),
   ];
 }
 
 const HELPER = "/usr/local/libexec/qemu-bridge-helper";
 const MANIFEST = "/usr/local/share/vm-bridge/install-manifest.json";
 
-/** A stand-in for a compiled helper: answers every probe with the usage line and exit 1. */
-const FAKE_HELPER = `#!/bin/sh\necho '${USAGE}' >&2\nexit 1\n`;
+/**
+ * A stand-in for a compiled helper (deno compile cannot download a denort here): a tiny ELF that
+ * answers every probe with the usage line and exit 1, carrying our build's deno compile metadata.
+ */
+const FAKE_HELPER = fakeCompiledHelper();
+
+/** What a shell script can do: print the usage line. It has no deno compile metadata. */
+const USAGE_SCRIPT = `#!/bin/sh\necho '${USAGE}' >&2\nexit 1\n`;
 
 /** A bare Deno runtime in disguise: the usage line without arguments, a version otherwise. */
 const FAKE_DENO = `#!/bin/sh
@@ -39,35 +65,47 @@ interface Scratch extends AsyncDisposable {
   destdir: string;
   fake: string;
   fakeDeno: string;
+  script: string;
 }
 
 async function scratch(): Promise<Scratch> {
-  const dir = await Deno.makeTempDir({ prefix: "vmb-install-test-" });
+  // Under a root-only chain: the installer refuses a DESTDIR below the sticky /tmp.
+  const { path: dir } = await rootTempDir("vmb-install-test-");
   const destdir = `${dir}/stage`;
   await Deno.mkdir(destdir);
   const fake = `${dir}/fake-helper`;
   const fakeDeno = `${dir}/fake-deno`;
-  await Deno.writeTextFile(fake, FAKE_HELPER, { mode: 0o755 });
+  const script = `${dir}/usage-script`;
+  await Deno.writeFile(fake, FAKE_HELPER, { mode: 0o755 });
   await Deno.writeTextFile(fakeDeno, FAKE_DENO, { mode: 0o755 });
+  await Deno.writeTextFile(script, USAGE_SCRIPT, { mode: 0o755 });
   return {
     dir,
     destdir,
     fake,
     fakeDeno,
+    script,
     [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
   };
 }
 
 async function install(...args: string[]) {
-  return await run([...(await taskArgv("install-suid")), ...args]);
+  return await withTestGroups([...(await taskArgv("install-suid")), ...args]);
 }
 
+/** Runs `argv` in a mount namespace whose /etc/group has the tests' own kvm. */
+function withTestGroups(argv: readonly string[]) {
+  return run([
+    ...["unshare", "-m", "--propagation", "private", "sh", "-c"],
+    `${GROUPS.mountLine} && exec "$@"`,
+    "sh",
+    ...argv,
+  ]);
+}
+
+/** A group's gid as the installs above see it (kvm: the tests' own). */
 function gid(name: string): number {
-  const line = Deno.readTextFileSync("/etc/group").split("\n").find((l) =>
-    l.startsWith(`${name}:`)
-  );
-  assert.ok(line, `no group ${name} on this machine`);
-  return Number(line.split(":")[2]);
+  return GROUPS.gidOf(name);
 }
 
 rootTest(
@@ -81,7 +119,7 @@ rootTest(
     assert.equal(st.uid, 0);
     assert.equal(st.gid, gid("kvm"));
     assert.equal(st.mode! & 0o7777, 0o750, "mode 0750, never set-user-ID");
-    assert.equal(await Deno.readTextFile(`${s.destdir}${HELPER}`), FAKE_HELPER);
+    assert.deepEqual(await Deno.readFile(`${s.destdir}${HELPER}`), FAKE_HELPER);
 
     const conf = await Deno.stat(`${s.destdir}/etc/qemu/bridge.conf`);
     assert.equal(conf.uid, 0);
@@ -202,23 +240,152 @@ rootTest("install-suid refuses set-user-ID with one line pointing at SECURITY.md
 
 rootTest("install-suid refuses a bare Deno runtime, however it gets in", async () => {
   await using s = await scratch();
-  // A binary that passes the first probe but prints a Deno version.
-  let r = await install("--destdir", s.destdir, "--binary", s.fakeDeno);
+  // Our build's metadata, but it answers as a runtime does: the probes still catch it.
+  const runtime = `${s.dir}/fake-runtime`;
+  await Deno.writeFile(
+    runtime,
+    tinyElf({
+      note: suiNote(denoSection(helperMetadata())),
+      message: "deno 2.9.6 (stable, release, x86_64-unknown-linux-gnu)\n",
+      status: 0,
+    }),
+    { mode: 0o755 },
+  );
+  let r = await install("--destdir", s.destdir, "--binary", runtime);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /refusing to install .*: `BINARY --version' printed a Deno version/);
-  // The real Deno CLI (a REPL without arguments).
+  assert.match(r.stderr, /refusing to install .*: `BINARY' printed a Deno version/);
+  // The real Deno CLI: no deno compile metadata at all, so it is never even run.
   r = await install("--destdir", s.destdir, "--binary", Deno.execPath());
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /refusing to install .*bare Deno runtime/);
-  // --denort pointing at the CLI: deno compile "succeeds", and the result is the full CLI.
+  assert.match(
+    r.stderr,
+    /refusing to install .*: No d3n0l4nd note: not an executable built by deno compile$/m,
+  );
+  // A script that only imitates a runtime's first answer is refused the same way.
+  r = await install("--destdir", s.destdir, "--binary", s.fakeDeno);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /refusing to install .*: Not an ELF executable$/m);
+  // --denort pointing at the CLI: deno compile "succeeds" and embeds our metadata, but the
+  // result is the full CLI.
   r = await install("--destdir", s.destdir, "--denort", Deno.execPath());
   assert.equal(r.code, 1, r.stdout + r.stderr);
   assert.match(
     r.stdout,
-    /==> \(cd .* && DENORT_BIN=.* compile --no-code-cache --no-prompt --allow-ffi --v8-flags=--single-threaded --preload \.\/guard\.ts --output /,
+    /==> \(cd .* && env -i PATH=\S+ HOME=\S+ DENO_DIR=\S+ NO_COLOR=1 DENO_NO_UPDATE_CHECK=1 DENORT_BIN=\S+ \S+ compile --no-code-cache --no-prompt --allow-ffi --v8-flags=--single-threaded --preload \.\/guard\.ts --output /,
   );
   assert.match(r.stderr, /refusing to install .*bare Deno runtime/);
   assert.deepEqual(await listTree(s.destdir), [], "something was installed");
+});
+
+rootTest(
+  "install-suid --binary refuses a script printing the usage line, and builds not exactly ours",
+  async () => {
+    await using s = await scratch();
+    let r = await install("--destdir", s.destdir, "--binary", s.script);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /^install-suid: refusing to install .*: Not an ELF executable$/m);
+    const cases: [string, (m: Record<string, unknown>) => void, RegExp][] = [
+      ["entry point", (m) => (m.entrypoint_key = "evil.ts"), /the entry point is "evil\.ts"/],
+      ["no guard", (m) => (m.preload_modules = []), /the preloaded modules are \[\]/],
+      [
+        "more permissions",
+        (m) => ((m.permissions as Record<string, unknown>).allow_read = []),
+        /allow_read is \[\]: only --allow-ffi may be granted/,
+      ],
+      [
+        "prompt",
+        (m) => ((m.permissions as Record<string, unknown>).prompt = true),
+        /permission prompts are on/,
+      ],
+      ["code cache", (m) => (m.code_cache_key = 42), /the V8 code cache is on/],
+      [
+        "V8 flags",
+        (m) => (m.v8_flags = ["UNUSED_BUT_NECESSARY_ARG0", "--prof"]),
+        /lack --single-threaded; unexpected V8 flags: \["--prof"\]/,
+      ],
+    ];
+    for (const [what, change, message] of cases) {
+      const meta = helperMetadata();
+      change(meta);
+      const path = `${s.dir}/variant`;
+      await Deno.writeFile(path, fakeCompiledHelper(meta), { mode: 0o755 });
+      r = await install("--destdir", s.destdir, "--binary", path);
+      assert.equal(r.code, 1, `${what}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, /refusing to install .*: it is not our helper's build: /, what);
+      assert.match(r.stderr, message, what);
+    }
+    assert.deepEqual(await listTree(s.destdir), [], "something was installed");
+  },
+);
+
+rootTest(
+  "install-suid --denort: compiles in an allow-listed environment, prints and records the denort's sha256",
+  async () => {
+    await using s = await scratch();
+    // A stand-in denort: real `deno compile` appends our real metadata to it.
+    const denort = `${s.dir}/denort`;
+    const bytes = tinyElf();
+    await Deno.writeFile(denort, bytes, { mode: 0o755 });
+    const sha = createHash("sha256").update(bytes).digest("hex");
+    const caller = `${s.dir}/caller`;
+    await Deno.mkdir(caller);
+    const r = await withTestGroups([
+      "env",
+      `DENO_DIR=${caller}/deno-dir`,
+      `HOME=${caller}`,
+      `XDG_CACHE_HOME=${caller}/cache`,
+      "DENO_CERT=/nonexistent.pem",
+      "HTTPS_PROXY=http://127.0.0.1:9",
+      ...(await taskArgv("install-suid")),
+      "--destdir",
+      s.destdir,
+      "--denort",
+      denort,
+    ]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, new RegExp(`^    denort ${denort} sha256 ${sha}$`, "m"));
+    assert.doesNotMatch(r.stdout, new RegExp(caller));
+    const manifest = JSON.parse(await Deno.readTextFile(`${s.destdir}${MANIFEST}`));
+    assert.deepEqual(manifest.denort, { source: denort, sha256: sha });
+    const installed = await Deno.readFile(`${s.destdir}${HELPER}`);
+    assert.deepEqual(judgeHelperMetadata(readStandaloneMetadata(installed)), []);
+    // The deno running the installer itself keeps its module cache in the caller's DENO_DIR
+    // (sudo's env_reset normally drops it); the compile's download cache must not be there.
+    const compileLine = r.stdout.split("\n").find((l) => l.startsWith("==> (cd "));
+    assert.match(
+      compileLine ?? "",
+      / HOME=\/tmp\/vmb-install-\S+\/compile-home DENO_DIR=\S+\/compile-home\/deno-dir /,
+    );
+    assert.ok(!(await listTree(caller)).some((p) => p.startsWith("deno-dir/dl")));
+  },
+);
+
+rootTest("a denort planted in the caller's DENO_DIR is never used", async () => {
+  await using s = await scratch();
+  const caller = `${s.dir}/caller`;
+  const zipDir = `${caller}/deno-dir/dl/release/v${Deno.version.deno}`;
+  await Deno.mkdir(zipDir, { recursive: true });
+  const zip = storedZip("denort", tinyElf());
+  await Deno.writeFile(`${zipDir}/denort-x86_64-unknown-linux-gnu.zip`, zip);
+  const planted = createHash("sha256").update(zip).digest("hex");
+  const r = await withTestGroups([
+    "env",
+    `DENO_DIR=${caller}/deno-dir`,
+    `HOME=${caller}`,
+    ...(await taskArgv("install-suid")),
+    "--destdir",
+    s.destdir,
+  ]);
+  assert.doesNotMatch(r.stdout, new RegExp(planted), "the planted denort was used");
+  if (r.code === 0) {
+    // Only with network: a denort downloaded into the installer's private cache.
+    const manifest = JSON.parse(await Deno.readTextFile(`${s.destdir}${MANIFEST}`));
+    assert.match(manifest.denort.source, /^https:\/\/dl\.deno\.land\//);
+    assert.notEqual(manifest.denort.sha256, planted);
+  } else {
+    assert.match(r.stderr, /^install-suid: deno compile failed .*pass --denort PATH/m);
+    assert.deepEqual(await listTree(s.destdir), [], "something was installed");
+  }
 });
 
 rootTest("install-suid without a kvm group stops and asks for --group", async () => {
@@ -253,10 +420,11 @@ rootTest(
     await using ns = await NetNs.create();
     await ns.bridge("br0");
     const installer = (await taskArgv("install-suid")).join(" ");
-    const doctor = (await taskArgv("doctor")).join(" ");
+    // The doctor runs as uid 65534, who may not be able to enter the checkout: a readable copy.
+    const doctor = (await taskArgv("doctor", (await sourceForOthers()).root)).join(" ");
     const sb = await sandbox(ns, {
       tun0666: true,
-      setup: "mount -t tmpfs -o mode=0755 vmb-usr-local /usr/local",
+      setup: `mount -t tmpfs -o mode=0755 vmb-usr-local /usr/local\n${GROUPS.mountLine}`,
     });
     try {
       const kvm = gid("kvm");
@@ -297,6 +465,130 @@ rootTest(
       assert.match(outsider, /^doctor 1$/m);
     } finally {
       await sb.cleanup();
+    }
+  },
+);
+
+const NOBODY = 65534;
+
+rootTest(
+  "install-suid never writes through a symlink planted in a user-owned manifest directory",
+  async () => {
+    await using s = await scratch();
+    const share = `${s.destdir}/usr/local/share/vm-bridge`;
+    await Deno.mkdir(share, { recursive: true, mode: 0o755 });
+    await Deno.chown(share, NOBODY, NOBODY);
+    const victim = `${s.dir}/victim`;
+    await Deno.writeTextFile(victim, "root's secret\n", { mode: 0o600 });
+    // The installer used to write `<manifest>.vmb-new-<pid>`, then chown, chmod and rename it,
+    // following symlinks; in a fresh PID namespace its pid is 1, so the user can predict it.
+    await Deno.symlink(victim, `${share}/install-manifest.json.vmb-new-1`);
+    const before = await listTree(s.destdir);
+    const r = await run([
+      "unshare",
+      "--pid",
+      "--fork",
+      ...(await taskArgv("install-suid")),
+      "--destdir",
+      s.destdir,
+      "--binary",
+      s.fake,
+    ]);
+    assert.equal(await Deno.readTextFile(victim), "root's secret\n", "the victim was overwritten");
+    assert.equal((await Deno.stat(victim)).mode! & 0o7777, 0o600, "the victim's mode changed");
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(
+      r.stderr,
+      /^install-suid: `.*\/usr\/local\/share\/vm-bridge' is owned by uid 65534, not root: /,
+    );
+    assert.deepEqual(await listTree(s.destdir), before, "something was installed");
+  },
+);
+
+rootTest("install-suid never creates bridge.conf in a user-owned /etc/qemu", async () => {
+  await using s = await scratch();
+  await Deno.mkdir(`${s.destdir}/etc/qemu`, { recursive: true, mode: 0o755 });
+  await Deno.chown(`${s.destdir}/etc/qemu`, NOBODY, NOBODY);
+  const before = await listTree(s.destdir);
+  const r = await install("--destdir", s.destdir, "--binary", s.fake);
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /^install-suid: `.*\/etc\/qemu' is owned by uid 65534, not root: /);
+  assert.deepEqual(await listTree(s.destdir), before, "something was installed");
+});
+
+rootTest(
+  "uninstall refuses a manifest naming a path outside the install (/../victim)",
+  async () => {
+    await using s = await scratch();
+    let r = await install("--destdir", s.destdir, "--binary", s.fake);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const victim = `${s.dir}/victim`;
+    await Deno.writeTextFile(victim, "root's file\n", { mode: 0o600 });
+    const sha = Array.from(
+      new Uint8Array(await crypto.subtle.digest("SHA-256", await Deno.readFile(victim))),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join("");
+    const manifestPath = `${s.destdir}${MANIFEST}`;
+    const manifest = JSON.parse(await Deno.readTextFile(manifestPath));
+    manifest.helper = { path: "/../victim", sha256: sha };
+    await Deno.writeTextFile(manifestPath, JSON.stringify(manifest)); // root's, 0644 as before
+    r = await install("--destdir", s.destdir, "--uninstall");
+    assert.ok(await Deno.lstat(victim).then(() => true, () => false), "the victim was deleted");
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(
+      r.stderr,
+      /^install-suid: .*install-manifest\.json is not a manifest of this installer: .*`\/\.\.\/victim'/,
+    );
+    assert.ok((await listTree(s.destdir)).includes("usr/local/libexec/qemu-bridge-helper"));
+  },
+);
+
+rootTest("uninstall refuses a manifest that root does not own", async () => {
+  await using s = await scratch();
+  let r = await install("--destdir", s.destdir, "--binary", s.fake);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  await Deno.chown(`${s.destdir}${MANIFEST}`, NOBODY, NOBODY);
+  const before = await listTree(s.destdir);
+  r = await install("--destdir", s.destdir, "--uninstall");
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(
+    r.stderr,
+    /^install-suid: `.*install-manifest\.json' is owned by uid 65534, not root/,
+  );
+  assert.deepEqual(await listTree(s.destdir), before, "uninstall removed something");
+});
+
+rootTest("install-suid --destdir creates a missing DESTDIR, root-owned 0755", async () => {
+  await using s = await scratch();
+  const destdir = `${s.dir}/new/stage`;
+  const r = await install("--destdir", destdir, "--binary", s.fake);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  for (const dir of [`${s.dir}/new`, destdir]) {
+    const st = await Deno.lstat(dir);
+    assert.ok(st.isDirectory);
+    assert.equal(st.uid, 0);
+    assert.equal(st.gid, 0);
+    assert.equal(st.mode! & 0o7777, 0o755, dir);
+  }
+  assert.ok((await listTree(destdir)).includes("usr/local/libexec/qemu-bridge-helper"));
+});
+
+rootTest(
+  "install-suid refuses a DESTDIR below a world-writable directory, even sticky /tmp",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "vmb-install-tmp-" }); // under /tmp (1777)
+    try {
+      await Deno.chmod(dir, 0o755);
+      await using s = await scratch();
+      const r = await install("--destdir", `${dir}/stage`, "--binary", s.fake);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(
+        r.stderr,
+        /^install-suid: `\/tmp' is writable by group or others \(mode 1777\): /,
+      );
+      assert.deepEqual(await listTree(dir), []);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
   },
 );

@@ -4,6 +4,7 @@
 // socket.send_fds. Modes that create a tun or tap need CAP_NET_ADMIN and run inside a test
 // namespace (`ip netns exec`), so no interface ever appears in the host's namespace.
 
+import { NetControl } from "../../../net/bridge.ts";
 import { attachTap, openTun } from "../../../net/tap.ts";
 import {
   fstat,
@@ -21,12 +22,21 @@ import { IFF } from "../../../sys/structs.ts";
 const [mode, ...rest] = Deno.args;
 const fdArg = rest.find((a) => a.startsWith("--fd="));
 const sock = fdArg === undefined ? -1 : Number(fdArg.slice(5));
+const bridge = rest.find((a) => a.startsWith("--br="))?.slice(5) ?? "br0";
 const say = (s: string) => console.error(`fake-helper(${mode}): ${s}`);
 
-/** A fresh non-persistent tap (or tun) in this process's namespace; its fd stays open here. */
-function newTun(flags: number, template: string): number {
+/**
+ * A fresh non-persistent tap (or tun) in this process's namespace; its fd stays open here. With
+ * `master`, the tap is added to that bridge and brought up, as a real helper does.
+ */
+function newTun(flags: number, template: string, master?: string): number {
   const fd = openTun();
-  attachTap(fd, flags, template);
+  const name = attachTap(fd, flags, template);
+  if (master !== undefined) {
+    using ctl = new NetControl();
+    ctl.addToBridge(master, name);
+    ctl.up(name);
+  }
   return fd.release();
 }
 
@@ -65,10 +75,32 @@ switch (mode) {
     Deno.exit(0);
     break;
   case "tap":
-    sendFd(sock, newTun(IFF.TAP | IFF.NO_PI, "tap%d"));
+    // What a real helper does: a tap on the --br bridge (which the test made).
+    sendFd(sock, newTun(IFF.TAP | IFF.NO_PI, "tap%d", bridge));
     say("sent a tap fd");
     Deno.exit(0);
     break;
+  case "tap-loose":
+    sendFd(sock, newTun(IFF.TAP | IFF.NO_PI, "tap%d"));
+    say("sent a tap that is on no bridge");
+    Deno.exit(0);
+    break;
+  case "tap-other":
+    // A tap on another bridge than the one asked for (br1, which the test made).
+    sendFd(sock, newTun(IFF.TAP | IFF.NO_PI, "tap%d", "br1"));
+    say("sent a tap on br1");
+    Deno.exit(0);
+    break;
+  case "flood": {
+    // Writes to its socket until it is killed: the caller must not collect all of it.
+    const junk = new Uint8Array(new ArrayBuffer(4096)).fill(0x55);
+    for (;;) write(sock, junk);
+  }
+  case "flood-stderr": {
+    // Writes to stderr until it is killed, and never exits by itself.
+    const junk = new Uint8Array(new ArrayBuffer(4096)).fill(0x41);
+    for (;;) write(2, junk);
+  }
   case "tap-fail":
     // QEMU leaks the fd on this path; the library must close it (and so remove the tap).
     sendFd(sock, newTun(IFF.TAP | IFF.NO_PI, "tap%d"));

@@ -1,0 +1,176 @@
+// Which interface a name really is. The kernel resolves alternative names (`ip link property add
+// dev br-prod altname prod0`) wherever it takes a name, so an ACL that compares strings would
+// let `--br=prod0` through a `deny br-prod`. Everything that takes a bridge name settles it here:
+// the helper, `--check`, the doctor and the library.
+
+import { Fd } from "../sys/fd.ts";
+import {
+  fstat,
+  inNetNamespace,
+  ioctlValue,
+  O,
+  open,
+  OsError,
+  read,
+  SOCK,
+  socket,
+  write,
+} from "../sys/libc.ts";
+import { getLinkRequest, type Link, NL, parseLinkReply } from "../sys/netlink.ts";
+import { escapeForMessage } from "./ifname.ts";
+import { tapInfo } from "./tap.ts";
+
+export type { Link } from "../sys/netlink.ts";
+
+/** A NETLINK_ROUTE socket that asks the kernel about one interface at a time. */
+export class Links implements Disposable {
+  #sock: Fd;
+  #seq = 0;
+
+  /** Opens the socket in this thread's network namespace, or adopts `fd` (one made elsewhere). */
+  constructor(fd?: number) {
+    this.#sock = new Fd(fd ?? socket(SOCK.AF_NETLINK, SOCK.RAW, NL.NETLINK_ROUTE));
+  }
+
+  /**
+   * RTM_GETLINK for one interface, by ifindex or by name (alternative names resolve, as in every
+   * ioctl). Returns undefined when there is no such interface.
+   *
+   * @throws {OsError} for any other error the kernel reports.
+   */
+  get(query: { index: number } | { name: string }): Link | undefined {
+    const seq = ++this.#seq;
+    write(this.#sock.value, getLinkRequest(query, seq), "write(netlink)");
+    const buf = new Uint8Array(new ArrayBuffer(65536));
+    const n = read(this.#sock.value, buf, "read(netlink)");
+    const r = parseLinkReply(buf.subarray(0, Math.max(n, 0)), seq);
+    if (typeof r === "number") {
+      if (r === -19 /* ENODEV */) return undefined;
+      throw new OsError("netlink RTM_GETLINK", -r);
+    }
+    return r;
+  }
+
+  /** Closes the socket; idempotent. */
+  close(): void {
+    this.#sock.close();
+  }
+
+  /** Same as close(). */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** What a bridge name given by a caller turned out to be. */
+export type NameCheck =
+  /** No interface has this name (or alternative name). */
+  | { kind: "missing" }
+  /** It is the interface's own name. */
+  | { kind: "canonical"; index: number }
+  /** It is an alternative name of the interface `canonical`. */
+  | { kind: "altname"; index: number; canonical: string };
+
+/**
+ * Settles which interface `name` is: missing, its own name, or an alternative name of another.
+ *
+ * @param links The netlink socket to ask (in the namespace where the name matters).
+ * @param name A valid interface name.
+ */
+export function checkName(links: Links, name: string): NameCheck {
+  const link = links.get({ name });
+  if (link === undefined) return { kind: "missing" };
+  if (link.name === name) return { kind: "canonical", index: link.index };
+  return { kind: "altname", index: link.index, canonical: link.name };
+}
+
+/**
+ * The refusal for an alternative name, one line:
+ * ``bridge `prod0' is an alternative name of `br-prod': use its name``.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { altnameMessage } from "./link.ts";
+ *
+ * assert.equal(
+ *   altnameMessage("prod0", "br-prod"),
+ *   "bridge `prod0' is an alternative name of `br-prod': use its name",
+ * );
+ * ```
+ */
+export function altnameMessage(name: string, canonical: string): string {
+  return `bridge \`${escapeForMessage(name)}' is an alternative name of \`${
+    escapeForMessage(canonical)
+  }': use its name`;
+}
+
+/** TUNGETDEVNETNS (`_IO('T', 227)`): an fd for the network namespace the tap lives in. */
+const TUNGETDEVNETNS = 0x54e3;
+
+/** True when the namespace fd `nsfd` is this thread's network namespace. */
+function isOurNetNamespace(nsfd: number): boolean {
+  const ours = open("/proc/thread-self/ns/net", O.RDONLY);
+  try {
+    const a = fstat(ours), b = fstat(nsfd);
+    return a.ino === b.ino && a.dev === b.dev;
+  } finally {
+    new Fd(ours).close();
+  }
+}
+
+/**
+ * A netlink socket in the namespace of the tap `fd`. A helper normally runs in its caller's
+ * namespace; one run through `ip netns exec` (the tests, the demo) made its tap elsewhere, and
+ * only a caller allowed to enter that namespace (CAP_SYS_ADMIN) can check it there. Without
+ * CAP_NET_ADMIN over the tap's namespace TUNGETDEVNETNS fails, and the caller, who could not have
+ * sent a helper anywhere else, looks in its own.
+ */
+function linksForTap(fd: number): Links {
+  let nsfd: number;
+  try {
+    nsfd = ioctlValue(fd, TUNGETDEVNETNS, 0, "TUNGETDEVNETNS");
+  } catch {
+    return new Links();
+  }
+  using ns = new Fd(nsfd);
+  if (isOurNetNamespace(ns.value)) return new Links();
+  try {
+    return new Links(
+      inNetNamespace(ns.value, () => socket(SOCK.AF_NETLINK, SOCK.RAW, NL.NETLINK_ROUTE)),
+    );
+  } catch (e) {
+    const why = e instanceof OsError ? e.strerror : String(e);
+    throw new Error(`the tap is in another network namespace, which cannot be entered: ${why}`);
+  }
+}
+
+/**
+ * Checks that the tap behind `fd` is a port of the bridge whose own name is `bridge`, in the
+ * tap's network namespace. Returns undefined when it is, otherwise why not, one line.
+ *
+ * Requires `--allow-ffi`.
+ */
+export function tapPortProblem(fd: number, bridge: string): string | undefined {
+  const tap = tapInfo(fd).name;
+  let links: Links;
+  try {
+    links = linksForTap(fd);
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+  using _l = links;
+  const shown = escapeForMessage(tap);
+  const port = links.get({ name: tap });
+  if (port === undefined) return `no interface \`${shown}' where the tap should be`;
+  if (port.kind !== "tun") return `\`${shown}' is not the tap that was received`;
+  if (port.master === undefined) return `\`${shown}' is not a port of any bridge`;
+  const master = links.get({ index: port.master });
+  if (master === undefined) return `the bridge of \`${shown}' has gone`;
+  if (master.name !== bridge) {
+    return `\`${shown}' is a port of \`${escapeForMessage(master.name)}', not of \`${
+      escapeForMessage(bridge)
+    }'`;
+  }
+  return undefined;
+}

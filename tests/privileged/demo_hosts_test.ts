@@ -1,0 +1,46 @@
+// `sudo deno task demo --hosts`, run as CI runs it (root): both segments carry ping and 4 MiB
+// intact, and no namespace or Open vSwitch daemon is left behind.
+
+import assert from "node:assert/strict";
+import { ROOT, rootTest, run } from "../_support/ns.ts";
+
+rootTest(
+  "deno task demo --hosts joins two hosts by Linux and Open vSwitch tunnels and cleans up",
+  async () => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["task", "demo", "--hosts"],
+      cwd: ROOT,
+      env: { NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const killer = setTimeout(() => child.kill("SIGKILL"), 180_000);
+    const out = await child.output();
+    clearTimeout(killer);
+    const stdout = new TextDecoder().decode(out.stdout);
+    const context = `\n--- stdout ---\n${stdout}\n--- stderr ---\n${
+      new TextDecoder().decode(out.stderr)
+    }`;
+    assert.equal(out.code, 0, `demo --hosts exited ${out.code}${context}`);
+    assert.equal(
+      stdout.match(/3 packets transmitted, 3 received, 0% packet loss/g)?.length,
+      2,
+      context,
+    );
+    assert.equal(
+      stdout.match(/4 MiB over TCP from VM A to VM B: 4194304 bytes received, SHA-256 matches/g)
+        ?.length,
+      2,
+      context,
+    );
+    assert.match(stdout, /br0 \[internal\], vm1, vxlan0 \[vxlan\]/, context);
+    // Every namespace the demo named is gone, and so are its OVS daemons.
+    const names = [...stdout.matchAll(/\b(vmb-(?:host|vm)[AB]-\d+-\d+)\b/g)].map((m) => m[1]!);
+    assert.ok(names.length >= 8, context);
+    const left = await run(["ip", "netns", "list"]);
+    for (const n of names) assert.ok(!left.stdout.includes(n), `${n} left behind`);
+    const daemons = await run(["pgrep", "-f", "vmb-ovs-"]);
+    assert.equal(daemons.stdout.trim(), "", "an ovsdb-server or ovs-vswitchd of the demo survived");
+  },
+);
