@@ -6,12 +6,32 @@ import { ACL_FILE, AclError, loadAcl } from "./acl/load.ts";
 import { aclAllows } from "./acl/decide.ts";
 import { parseHelperArgs, USAGE, UsageError } from "./cli/args.ts";
 import { runChecks } from "./cli/check.ts";
-import { detectMode, dropSetuidRoot, lockDown, PrivilegeError } from "./caps/privileges.ts";
+import {
+  CAP_NET_ADMIN,
+  detectMode,
+  dropSetuidRoot,
+  lockDown,
+  PrivilegeError,
+} from "./caps/privileges.ts";
 import { NetControl } from "./net/bridge.ts";
 import { escapeForMessage } from "./net/ifname.ts";
 import { altnameMessage, checkName, Links } from "./net/link.ts";
 import { attachTap, openTun, tunFeatures } from "./net/tap.ts";
-import { E, fstat, getpid, getsockoptInt, OsError, peerCred, S, sendFd, SOCK } from "./sys/libc.ts";
+import { requestTapSync, ServiceError, ServiceUnavailableError } from "./service/client.ts";
+import { DEFAULT_SOCKET } from "./service/protocol.ts";
+import type { Fd } from "./sys/fd.ts";
+import {
+  capget,
+  E,
+  fstat,
+  getpid,
+  getsockoptInt,
+  OsError,
+  peerCred,
+  S,
+  sendFd,
+  SOCK,
+} from "./sys/libc.ts";
 import { IFF } from "./sys/structs.ts";
 
 /** A failure with the exact text the C helper prints for it. */
@@ -24,14 +44,19 @@ class Fail extends Error {}
 const SEND_TIMEOUT_MS = 5000;
 
 /** Runs `fn`; an OsError becomes `Fail("<what>: <strerror>")`, the C helper's format. */
-function step<T>(what: string, fn: () => T): T {
+function step<T>(what: string, fn: () => T, hint?: string): T {
   try {
     return fn();
   } catch (e) {
-    if (e instanceof OsError) throw new Fail(`${what}: ${e.strerror}`);
+    if (e instanceof OsError) throw new Fail(`${what}: ${e.strerror}${hint ? `\n${hint}` : ""}`);
     throw e;
   }
 }
+
+/** Printed after a kernel failure when we hold no CAP_NET_ADMIN and no service answered. */
+const NO_PRIVILEGE_HINT = `hint: this helper holds no CAP_NET_ADMIN and no bridge service ` +
+  `listens on \`${DEFAULT_SOCKET}': start the service (systemctl enable --now vm-bridge.socket) ` +
+  `or give the helper the capability (sudo deno task install-suid)`;
 
 function main(argv: readonly string[]): number {
   // 1. Privileges before anything the caller controls is read. Set-user-ID root drops to the
@@ -51,6 +76,20 @@ function main(argv: readonly string[]): number {
   //    sockets of its own), checked now, before any tap exists (C finds out at the end).
   checkUnixSocket(args.fd);
 
+  // 3b. No CAP_NET_ADMIN (installed with no privilege at all): when the bridge service listens,
+  //     it decides for us (it learns who we are from the kernel, and checks the bridge's name
+  //     as step 4 does) and we pass its tap fd on with step 7's send.
+  const privileged = (capget().effective & (1n << BigInt(CAP_NET_ADMIN))) !== 0n;
+  if (!privileged) {
+    const fd = askService(args.bridge, args.useVnet);
+    if (fd !== undefined) {
+      using tap = fd;
+      sendTap(args.fd, tap.value);
+      return 0;
+    }
+  }
+  const hint = privileged ? undefined : NO_PRIVILEGE_HINT;
+
   // 4. The bridge's own name, before the ACL: the kernel also resolves alternative names, so
   //    `--br=prod0' would pass a `deny br-prod' and still reach br-prod. A missing bridge goes
   //    on to fail at SIOCGIFMTU with C's message; its index 0 then matches no port's master.
@@ -63,7 +102,7 @@ function main(argv: readonly string[]): number {
   // 6. Kernel work. Both fds are closed on every path by `using`; the tap is non-persistent,
   //    so closing its fd on a failure removes it and its bridge port.
   using ctl = step("failed to open control socket", () => new NetControl());
-  using tun = step("failed to open /dev/net/tun", () => openTun());
+  using tun = step("failed to open /dev/net/tun", () => openTun(), hint);
   let flags = IFF.TAP | IFF.NO_PI;
   if (args.useVnet) {
     // As in C: no vnet header when the kernel lacks it or cannot say; QEMU asks TUNGETIFF.
@@ -71,7 +110,7 @@ function main(argv: readonly string[]): number {
       if (tunFeatures(tun) & IFF.VNET_HDR) flags |= IFF.VNET_HDR;
     } catch { /* continue without IFF_VNET_HDR */ }
   }
-  const tap = step("failed to create tun device", () => attachTap(tun, flags));
+  const tap = step("failed to create tun device", () => attachTap(tun, flags), hint);
   const mtu = step(`failed to get mtu of bridge \`${args.bridge}'`, () => ctl.mtu(args.bridge));
   step(`failed to set mtu of device \`${tap}' to ${mtu}`, () => ctl.setMtu(tap, mtu));
   step(`failed to get MAC address of device \`${tap}'`, () => ctl.hwaddr(tap));
@@ -88,8 +127,14 @@ function main(argv: readonly string[]): number {
 
   // 7. One sendmsg: a 0x00 byte and the tap fd, waiting at most SEND_TIMEOUT_MS for room.
   //    Exit 0 only after it succeeded; on a timeout the tap goes with its fd.
+  sendTap(args.fd, tun.value);
+  return 0;
+}
+
+/** Step 7's send (also used for a tap from the service). */
+function sendTap(sock: number, tapFd: number): void {
   try {
-    sendFd(args.fd, tun.value, SEND_TIMEOUT_MS);
+    sendFd(sock, tapFd, SEND_TIMEOUT_MS);
   } catch (e) {
     if (e instanceof OsError && e.errno === E.ETIMEDOUT) {
       throw new Fail(
@@ -99,7 +144,17 @@ function main(argv: readonly string[]): number {
     }
     throw e instanceof OsError ? new Fail(`failed to write fd to unix socket: ${e.strerror}`) : e;
   }
-  return 0;
+}
+
+/** The service's tap fd, or undefined when no service listens; its refusal is our failure. */
+function askService(bridge: string, vnetHdr: boolean): Fd | undefined {
+  try {
+    return requestTapSync(bridge, vnetHdr);
+  } catch (e) {
+    if (e instanceof ServiceUnavailableError) return undefined;
+    if (e instanceof ServiceError) throw new Fail(e.message);
+    throw new Fail(`failed to ask the bridge service: ${e instanceof Error ? e.message : e}`);
+  }
 }
 
 function checkUnixSocket(fd: number): void {

@@ -23,6 +23,7 @@
  */
 
 export { bridgeNetdev, DEFAULT_HELPER_PATH, openNetdev, tapNetdev } from "./net/open.ts";
+export { ServiceError, ServiceUnavailableError } from "./service/client.ts";
 export type { BridgeNetdevOptions, OpenNetdevOptions, TapNetdevOptions } from "./net/open.ts";
 export { DEFAULT_BRIDGE, parseNetdev } from "./net/options.ts";
 export type {

@@ -56,6 +56,13 @@ export interface LoadOptions {
    * (EACCES), and is therefore skipped, with strerror's text and the errno.
    */
   onSkip?: (path: string, reason: string, errno: number) => void;
+  /**
+   * Whether the caller may search (`want` 1) a directory on the way or read (`want` 4) the file;
+   * false fails that step with EACCES, as the kernel would for that caller. Default: the kernel
+   * alone decides for this process. The bridge service passes its client's view
+   * (service/policy.ts), so it reads the ACL as the helper run by that client would.
+   */
+  access?: (st: FileStat, want: 4 | 1) => boolean;
 }
 
 /**
@@ -80,7 +87,7 @@ export function loadAcl(path: string, options: LoadOptions = {}): AclRule[] {
   const visit = (file: string, depth: number, optional: boolean): void => {
     let fd: Fd;
     try {
-      fd = openChecked(file, trustedUid);
+      fd = openChecked(file, trustedUid, options.access);
     } catch (e) {
       // Only an include that is not there, or that this caller may not reach, is skipped; a
       // directory that fails the check (an AclError) rejects the whole ACL.
@@ -213,7 +220,11 @@ function components(path: string): string[] {
  * @throws {OsError} as open(2) would fail: ENOENT, EACCES (no search permission), ENOTDIR,
  *   ELOOP.
  */
-function openChecked(file: string, trustedUid: number): Fd {
+function openChecked(
+  file: string,
+  trustedUid: number,
+  access?: (st: FileStat, want: 4 | 1) => boolean,
+): Fd {
   if (!file.startsWith("/")) {
     throw new AclError(file, `\`${shown(file)}' is not an absolute path: refusing it`);
   }
@@ -253,11 +264,18 @@ function openChecked(file: string, trustedUid: number): Fd {
     enter(dir, []);
     for (;;) {
       const name = todo.shift() ?? "."; // a path ending in `..` names a directory
+      // Another caller's view (the service's client): each lookup needs search permission.
+      if (access && !access(fstat(dir.value), 1)) throw new OsError(`openat(${name})`, E.EACCES);
       if (name === "..") {
         enter(new Fd(openat(dir.value, "..", O.PATH | O.DIRECTORY)), where.slice(0, -1));
       } else if (todo.length === 0) {
         try {
-          return new Fd(openat(dir.value, name, FILE_FLAGS));
+          const fd = new Fd(openat(dir.value, name, FILE_FLAGS));
+          if (access && !access(fstat(fd.value), 4)) {
+            fd.close();
+            throw new OsError(`openat(${name})`, E.EACCES);
+          }
+          return fd;
         } catch (e) {
           if (!(e instanceof OsError && e.errno === E.ELOOP)) throw e;
         }

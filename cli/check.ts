@@ -9,6 +9,8 @@ import { CAP_NET_ADMIN } from "../caps/privileges.ts";
 import { escapeForMessage, ifnameError } from "../net/ifname.ts";
 import { checkName, Links } from "../net/link.ts";
 import { capget, close, E, getresuid, listDir, O, open, OsError } from "../sys/libc.ts";
+import { listBridgesSync, ServiceUnavailableError } from "../service/client.ts";
+import { DEFAULT_SOCKET } from "../service/protocol.ts";
 
 /** The outcome of one check. */
 export interface CheckResult {
@@ -103,7 +105,8 @@ export function privilegeResult(capEffective: bigint, euid: number): CheckResult
     what: "no CAP_NET_ADMIN: taps cannot be created (QEMU shows " +
       "`failed to create tun device: Operation not permitted')",
     fix: "install the helper with `sudo deno task install-suid` (file capability " +
-      "cap_net_admin+ep) and point QEMU at it, or check it was not copied since (a copy loses it)",
+      "cap_net_admin+ep) and point QEMU at it, or check it was not copied since (a copy loses it); " +
+      "or start the bridge service (systemctl enable --now vm-bridge.socket)",
   };
 }
 
@@ -335,6 +338,66 @@ function tunCheck(): CheckResult {
   }
 }
 
+/** What asking the bridge service found. */
+export type ServiceState =
+  | { kind: "absent" }
+  | { kind: "ok"; bridges: string[] }
+  | { kind: "error"; message: string };
+
+/**
+ * The report line for the bridge service: it answers and which bridges it would give you, or
+ * what went wrong. Pure.
+ *
+ * @param state What asking it found (not called for "absent": no line then).
+ * @param path The socket path.
+ * @returns The result.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { serviceResult } from "./check.ts";
+ *
+ * assert.equal(
+ *   serviceResult({ kind: "ok", bridges: ["br0"] }, "/run/vm-bridge/socket").what,
+ *   "the bridge service at `/run/vm-bridge/socket' answers and would give you `br0'",
+ * );
+ * ```
+ */
+export function serviceResult(state: ServiceState, path: string): CheckResult {
+  if (state.kind === "ok") {
+    return state.bridges.length > 0
+      ? {
+        ok: true,
+        what: `the bridge service at \`${path}' answers and would give you ${
+          state.bridges.map((b) => `\`${b}'`).join(", ")
+        }`,
+      }
+      : {
+        ok: false,
+        what: `the bridge service at \`${path}' answers but would give you no existing bridge`,
+        fix: "ask the administrator to allow you a bridge in /etc/qemu/bridge.conf",
+      };
+  }
+  if (state.kind === "error") {
+    return {
+      ok: false,
+      what: `the bridge service at \`${path}' cannot help: ${state.message}`,
+      fix: "see its journal (journalctl -u vm-bridge.service)",
+    };
+  }
+  return { ok: true, what: `no bridge service at \`${path}'` };
+}
+
+/** Asks the service at the default socket which bridges it would give us. */
+export function serviceState(): ServiceState {
+  try {
+    return { kind: "ok", bridges: listBridgesSync({ timeoutMs: 5000 }) };
+  } catch (e) {
+    if (e instanceof ServiceUnavailableError) return { kind: "absent" };
+    return { kind: "error", message: e instanceof Error ? e.message : String(e) };
+  }
+}
+
 /** Which checks to run. */
 export interface CheckOptions {
   /** Check that this process holds CAP_NET_ADMIN (true in the helper, false in the doctor). */
@@ -351,8 +414,20 @@ export interface CheckOptions {
 export function collectChecks(bridge: string, options: CheckOptions): CheckResult[] {
   const results: CheckResult[] = [];
   const uid = getresuid().real;
-  if (options.privilege) results.push(privilegeResult(capget().effective, getresuid().effective));
-  results.push(tunCheck());
+  // The bridge service, when one listens: a helper without CAP_NET_ADMIN then asks it, so the
+  // missing capability and a 0600 /dev/net/tun are no problem.
+  const service = serviceState();
+  if (service.kind !== "absent") results.push(serviceResult(service, DEFAULT_SOCKET));
+  const viaService = service.kind === "ok" && service.bridges.length > 0;
+  if (options.privilege) {
+    const p = privilegeResult(capget().effective, getresuid().effective);
+    results.push(
+      !p.ok && viaService
+        ? { ok: true, what: "no CAP_NET_ADMIN, which is fine: the bridge service creates taps" }
+        : p,
+    );
+  }
+  if (!viaService) results.push(tunCheck());
   // As in the helper, an alternative name is refused before the ACL is read.
   const argAltname = bridge === "" ? undefined : altnameOf(bridge);
   if (argAltname !== undefined) results.push(altnameResult(bridge, argAltname, "argument"));

@@ -69,6 +69,15 @@ export class NetControl implements Disposable {
     ioctl(this.#sock.value, IOCTL.SIOCBRADDIF, req, "SIOCBRADDIF");
   }
 
+  /** SIOCBRDELIF: removes `port` from `bridge`. */
+  removeFromBridge(bridge: string, port: string): void {
+    const index = ifNameToIndex(port);
+    if (index === 0) throw new OsError(`if_nametoindex(${port})`, 19 /* ENODEV */);
+    const req = ifreq(bridge);
+    setIfreqInt(req, index);
+    ioctl(this.#sock.value, IOCTL.SIOCBRDELIF, req, "SIOCBRDELIF");
+  }
+
   /** SIOCGIFFLAGS. */
   flags(name: string): number {
     const req = ifreq(name);

@@ -12,6 +12,8 @@ import { runHelper } from "./run_helper.ts";
 import { DEFAULT_HELPER, parseNetdev } from "./options.ts";
 import type { ParsedNetdevOptions } from "./options.ts";
 import { attachTap, openTun } from "./tap.ts";
+import { requestTap, ServiceUnavailableError } from "../service/client.ts";
+import { DEFAULT_SOCKET } from "../service/protocol.ts";
 
 /** Where `sudo deno task install-suid` installs the helper. */
 export const DEFAULT_HELPER_PATH: string = DEFAULT_HELPER;
@@ -29,12 +31,21 @@ export interface BridgeNetdevOptions extends NetdevOptions {
   vnetHdr?: boolean;
   /** Aborting kills the helper and rejects with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * Who creates the tap: `"auto"` (default) asks the bridge service when one listens (no
+   * process is spawned) and runs the helper when none does; `"service"` only asks the service;
+   * `"helper"` only runs the helper.
+   */
+  via?: "auto" | "service" | "helper";
+  /** The bridge service's socket (default `/run/vm-bridge/socket`). */
+  serviceSocket?: string;
   /** Kill a helper still running after this many milliseconds (default 30 s). */
   timeoutMs?: number;
 }
 
 /**
- * Gets a tap on a bridge through a bridge helper, exactly as QEMU's `-netdev bridge` does: a
+ * Gets a tap on a bridge from the bridge service when one listens (see `via`), else through a
+ * bridge helper, exactly as QEMU's `-netdev bridge` does: a
  * Unix socketpair, the child's end as its fd 3, `--fd=3 --br=BR`, `--use-vnet` only when
  * `vnetHdr` is set. Unlike QEMU, the bridge name never passes through a shell, an alternative
  * interface name is refused (`br` must be the bridge's own name), the control message is
@@ -46,6 +57,8 @@ export interface BridgeNetdevOptions extends NetdevOptions {
  * @param options Bridge, helper, vnet header and abort signal.
  * @returns The tap as a Netdev.
  * @throws {BridgeHelperError} when the helper fails; the message carries its stderr.
+ * @throws {ServiceError} when the service refuses; the message is the helper's text.
+ * @throws {ServiceUnavailableError} with `via: "service"` when no service listens.
  * @throws {RangeError} when `br` is not a valid interface name, or is an alternative name.
  *
  * @example Join br0 and print the first frame
@@ -66,13 +79,28 @@ export async function bridgeNetdev(options: BridgeNetdevOptions = {}): Promise<N
   if (bad !== undefined) throw new RangeError(bad);
   // Before any helper runs, as our helper does before its ACL: QEMU's C helper would hand out a
   // tap on the bridge an alternative name resolves to, whatever a `deny` of its own name says.
-  // (A helper run in another namespace is checked there, by runHelper, once the tap exists.)
+  // (A helper run in another namespace is checked there, by runHelper, once the tap exists; the
+  // service checks in its own namespace.)
   {
     using links = new Links();
     const found = checkName(links, br);
     if (found.kind === "altname") throw new RangeError(altnameMessage(br, found.canonical));
   }
-  const fd = await runHelper({
+  const via = options.via ?? "auto";
+  let fd: Fd | undefined;
+  if (via !== "helper") {
+    try {
+      fd = await requestTap(br, options.vnetHdr ?? false, {
+        socket: options.serviceSocket ?? DEFAULT_SOCKET,
+        ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+    } catch (e) {
+      // Only a missing service falls back; a refusal is the answer (the helper would agree).
+      if (!(e instanceof ServiceUnavailableError) || via === "service") throw e;
+    }
+  }
+  fd ??= await runHelper({
     helper: options.helper ?? DEFAULT_HELPER_PATH,
     bridge: br,
     vnetHdr: options.vnetHdr ?? false,

@@ -128,6 +128,23 @@ const GROUPS = {
     // extern char **environ;
     environ: { type: "pointer" },
   },
+  // The bridge service and its clients: a listening SOCK_SEQPACKET Unix socket.
+  service: {
+    // int bind(int fd, const struct sockaddr *addr, socklen_t len);
+    bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+    // int listen(int fd, int backlog);
+    listen: { parameters: ["i32", "i32"], result: "i32" },
+    // int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+    accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
+    // int connect(int fd, const struct sockaddr *addr, socklen_t len);
+    connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+    // int unlink(const char *path);
+    unlink: { parameters: ["buffer"], result: "i32" },
+    // int chmod(const char *path, mode_t mode);
+    chmod: { parameters: ["buffer", "u32"], result: "i32" },
+    // int mkdir(const char *path, mode_t mode);
+    mkdir: { parameters: ["buffer", "u32"], result: "i32" },
+  },
   // Directory-relative file operations: the installer's hardened writes (scripts/_safe_fs.ts).
   fs: {
     // int mkdirat(int dirfd, const char *path, mode_t mode);
@@ -197,6 +214,7 @@ const ids = () => lib("ids");
 const proc = () => lib("proc");
 const fs = () => lib("fs");
 const bench = () => lib("bench");
+const svc = () => lib("service");
 const stream = () => lib("stream");
 const usage = () => lib("usage");
 
@@ -290,6 +308,8 @@ export const E = {
   EMSGSIZE: 90,
   EOPNOTSUPP: 95,
   ENOBUFS: 105,
+  EBUSY: 16,
+  ECONNREFUSED: 111,
   ENOTCONN: 107,
   ETIMEDOUT: 110,
 } as const;
@@ -342,7 +362,10 @@ export const SOCK = {
   SO_TYPE: 3,
   SO_DOMAIN: 39,
   SO_PEERCRED: 17,
+  SO_ACCEPTCONN: 30,
+  SO_PEERGROUPS: 59,
   SCM_RIGHTS: 1,
+  MSG_TRUNC: 0x20,
   MSG_CTRUNC: 0x8,
   MSG_DONTWAIT: 0x40,
   MSG_NOSIGNAL: 0x4000,
@@ -1209,4 +1232,184 @@ export function childrenCpuMs(): number {
   const RUSAGE_CHILDREN = -1;
   check("getrusage", usage().getrusage(RUSAGE_CHILDREN, new Uint8Array(ru.buffer)));
   return Number((ru[0]! + ru[2]!) * 1_000_000n + ru[1]! + ru[3]!) / 1000;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bridge service: Unix sockets by path, peer credentials, messages with fds
+
+/** `struct sockaddr_un` for `path` and its length (family, path, NUL). */
+function sockaddrUn(path: string): [Uint8Array<ArrayBuffer>, number] {
+  const bytes = new TextEncoder().encode(path);
+  // sun_path is 108 bytes; a longer path would be truncated by the kernel: refuse it.
+  if (bytes.length === 0 || bytes.length > 107 || bytes.includes(0)) {
+    throw new RangeError(`Unix socket path does not fit in sun_path: ${JSON.stringify(path)}`);
+  }
+  const sa = new Uint8Array(new ArrayBuffer(110));
+  new DataView(sa.buffer).setUint16(0, SOCK.AF_UNIX, true);
+  sa.set(bytes, 2);
+  return [sa, 2 + bytes.length + 1];
+}
+
+/** bind(2) of a Unix socket to a path. */
+export function bindUnix(fd: number, path: string): void {
+  const [sa, len] = sockaddrUn(path);
+  check(`bind(${path})`, svc().bind(fd, sa, len));
+}
+
+/** listen(2). */
+export function listen(fd: number, backlog: number): void {
+  check("listen", svc().listen(fd, backlog));
+}
+
+/**
+ * accept4(2) with SOCK_NONBLOCK and SOCK_CLOEXEC; returns the new fd, or -1 when no connection
+ * is waiting (EAGAIN) or the one waiting went away before it was taken (ECONNABORTED).
+ */
+export function accept(fd: number): number {
+  const r = svc().accept4(fd, null, null, SOCK.NONBLOCK | SOCK.CLOEXEC);
+  if (r < 0) {
+    const e = errno();
+    if (e === E.EAGAIN || e === 103 /* ECONNABORTED */ || e === E.EINTR) return -1;
+    throw new OsError("accept4", e);
+  }
+  return r;
+}
+
+/** connect(2) of a Unix socket to a path. */
+export function connectUnix(fd: number, path: string): void {
+  const [sa, len] = sockaddrUn(path);
+  check(`connect(${path})`, svc().connect(fd, sa, len));
+}
+
+/** unlink(2). */
+export function unlink(path: string): void {
+  check(`unlink(${path})`, svc().unlink(cstr(path)));
+}
+
+/** chmod(2). */
+export function chmod(path: string, mode: number): void {
+  check(`chmod(${path})`, svc().chmod(cstr(path), mode));
+}
+
+/** mkdir(2); an existing directory is not an error. */
+export function mkdir(path: string, mode: number): void {
+  if (svc().mkdir(cstr(path), mode) < 0) {
+    const e = errno();
+    if (e !== E.EEXIST) throw new OsError(`mkdir(${path})`, e);
+  }
+}
+
+/** stat(2) of a path, following symlinks (statx with no flags). */
+export function stat(path: string): FileStat {
+  const buf = new Uint8Array(new ArrayBuffer(256));
+  check(`statx(${path})`, base().statx(-100, /* AT_FDCWD */ cstr(path), 0, STATX_BASIC_STATS, buf));
+  return parseStatx(buf);
+}
+
+/** getsockopt(SO_PEERGROUPS): the peer's supplementary groups when it connected. */
+export function peerGroups(fd: number): number[] {
+  // NGROUPS_MAX is 65536; start small and grow once to the size the kernel asks for (ERANGE).
+  let count = 64;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const list = new Uint32Array(count);
+    const len = new Uint32Array([count * 4]);
+    const r = base().getsockopt(
+      fd,
+      SOCK.SOL_SOCKET,
+      SOCK.SO_PEERGROUPS,
+      new Uint8Array(list.buffer),
+      new Uint8Array(len.buffer),
+    );
+    if (r === 0) return Array.from(list.subarray(0, len[0]! / 4));
+    const e = errno();
+    if (e !== 34 /* ERANGE */) throw new OsError("getsockopt(SO_PEERGROUPS)", e);
+    count = Math.ceil(len[0]! / 4);
+  }
+  throw new OsError("getsockopt(SO_PEERGROUPS)", 34);
+}
+
+/** One message received on a SOCK_SEQPACKET socket. */
+export interface Message {
+  /** The data bytes (at most the limit asked for). */
+  data: Uint8Array<ArrayBuffer>;
+  /** True when the message was longer than the limit (MSG_TRUNC); the rest is gone. */
+  truncated: boolean;
+  /** Every fd that came with it, close-on-exec; the caller must close them. */
+  fds: number[];
+  /** True when control data was cut (MSG_CTRUNC): the kernel dropped fds that did not fit. */
+  controlTruncated: boolean;
+}
+
+/**
+ * One non-blocking recvmsg(2) of at most `limit` bytes; undefined on EAGAIN. A message with 0
+ * bytes and no fds means the peer closed. Every fd that arrives is returned, never dropped.
+ */
+export function recvMessage(sock: number, limit: number): Message | undefined {
+  const data = new Uint8Array(new ArrayBuffer(limit));
+  const iov = new Uint8Array(new ArrayBuffer(16));
+  const control = new Uint8Array(new ArrayBuffer(256));
+  const msg = new Uint8Array(new ArrayBuffer(56));
+  const iv = new DataView(iov.buffer);
+  iv.setBigUint64(0, ptr(data), true);
+  iv.setBigUint64(8, BigInt(limit), true);
+  const mv = new DataView(msg.buffer);
+  mv.setBigUint64(16, ptr(iov), true);
+  mv.setBigUint64(24, 1n, true);
+  mv.setBigUint64(32, ptr(control), true);
+  mv.setBigUint64(40, BigInt(control.byteLength), true);
+  const n = proc().recvmsg(sock, msg, SOCK.MSG_CMSG_CLOEXEC | SOCK.MSG_DONTWAIT);
+  void [data, iov, control];
+  if (n < 0n) {
+    const e = errno();
+    if (e === E.EAGAIN || e === E.EINTR) return undefined;
+    throw new OsError("recvmsg", e);
+  }
+  const flags = mv.getInt32(48, true);
+  const controllen = Number(mv.getBigUint64(40, true));
+  const cv = new DataView(control.buffer);
+  const fds: number[] = [];
+  for (let off = 0; off + CMSG_HDR <= controllen;) {
+    const len = Number(cv.getBigUint64(off, true));
+    if (len < CMSG_HDR || off + len > controllen) break;
+    if (cv.getInt32(off + 8, true) === SOCK.SOL_SOCKET && cv.getInt32(off + 12, true) === 1) {
+      for (let p = off + CMSG_HDR; p + 4 <= off + len; p += 4) fds.push(cv.getInt32(p, true));
+    }
+    off += (len + 7) & ~7;
+  }
+  return {
+    data: data.slice(0, Math.min(Number(n), limit)),
+    truncated: (flags & SOCK.MSG_TRUNC) !== 0,
+    fds,
+    controlTruncated: (flags & SOCK.MSG_CTRUNC) !== 0,
+  };
+}
+
+/**
+ * One sendmsg(2) of `data`, with `fd` attached by SCM_RIGHTS when given. Never blocks
+ * (MSG_DONTWAIT: a client that does not read must not stall the service) and never raises
+ * SIGPIPE (MSG_NOSIGNAL). Throws OsError unless the whole message was sent.
+ */
+export function sendMessage(sock: number, bytes: Uint8Array<ArrayBuffer>, fd?: number): void {
+  const iov = new Uint8Array(new ArrayBuffer(16));
+  const control = new Uint8Array(new ArrayBuffer(CMSG_SPACE_1FD));
+  const msg = new Uint8Array(new ArrayBuffer(56));
+  const iv = new DataView(iov.buffer);
+  iv.setBigUint64(0, ptr(bytes), true);
+  iv.setBigUint64(8, BigInt(bytes.byteLength), true);
+  const mv = new DataView(msg.buffer);
+  mv.setBigUint64(16, ptr(iov), true);
+  mv.setBigUint64(24, 1n, true);
+  if (fd !== undefined) {
+    const cv = new DataView(control.buffer);
+    cv.setBigUint64(0, BigInt(CMSG_LEN_1FD), true);
+    cv.setInt32(8, SOCK.SOL_SOCKET, true);
+    cv.setInt32(12, SOCK.SCM_RIGHTS, true);
+    cv.setInt32(16, fd, true);
+    mv.setBigUint64(32, ptr(control), true);
+    mv.setBigUint64(40, BigInt(CMSG_LEN_1FD), true);
+  }
+  const n = base().sendmsg(sock, msg, SOCK.MSG_NOSIGNAL | SOCK.MSG_DONTWAIT);
+  void [bytes, iov, control];
+  if (n < 0n) throw new OsError("sendmsg", errno());
+  if (n !== BigInt(bytes.byteLength)) throw new OsError("sendmsg", E.EPIPE);
 }

@@ -5,8 +5,9 @@
 import { ROOT } from "./ns.ts";
 
 /**
- * What code run as another user may load: the library, the helper and its preload, the
- * installer and doctor, and the config files `deno` reads beside them.
+ * What code run as another user may load: the library, the helper and its preload, the bridge
+ * service's client (the helper and the library ask it), the installer and doctor, and the
+ * config files `deno` reads beside them.
  */
 const ENTRIES = [
   "mod.ts",
@@ -22,6 +23,7 @@ const ENTRIES = [
   "net",
   "sys",
   "scripts",
+  "service",
 ] as const;
 
 /** A copy of the source that every user can read. */
