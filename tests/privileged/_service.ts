@@ -72,6 +72,46 @@ export class ServiceProc implements AsyncDisposable {
     return listDir(`/proc/${this.pid}/fd`).length;
   }
 
+  /** The service's fds and what each is (`3 -> socket:[123]`), for a failure message. */
+  fdTable(): string {
+    const dir = `/proc/${this.pid}/fd`;
+    // Unix and netlink sockets by inode (columns: see proc(5)), to tell a client from a runtime fd.
+    const known = new Map<string, string>();
+    for (const table of ["unix", "netlink"]) {
+      try {
+        for (const line of Deno.readTextFileSync(`/proc/${this.pid}/net/${table}`).split("\n")) {
+          const f = line.trim().split(/\s+/);
+          const inode = table === "unix" ? f[6] : f[9];
+          if (inode && /^\d+$/.test(inode)) known.set(inode, `${table} ${f.join(" ")}`);
+        }
+      } catch { /* the table is optional detail */ }
+    }
+    return listDir(dir).map((fd) => {
+      try {
+        const target = Deno.readLinkSync(`${dir}/${fd}`);
+        const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+        const what = inode ? known.get(inode) : undefined;
+        return `${fd} -> ${target}${what ? ` (${what})` : ""}`;
+      } catch {
+        return `${fd} -> ?`;
+      }
+    }).join(", ");
+  }
+
+  /**
+   * The fd count once the service is idle: the service closes a client's socket just after
+   * sending its reply, so a count taken the moment a reply arrives may still include that
+   * socket. The lowest of a few samples over `ms` is the idle count.
+   */
+  async idleFdCount(ms = 500): Promise<number> {
+    let n = this.fdCount();
+    for (let t = 0; t < ms; t += 50) {
+      await new Promise((r) => setTimeout(r, 50));
+      n = Math.min(n, this.fdCount());
+    }
+    return n;
+  }
+
   /**
    * Waits (up to `ms`) for the fd count to come back to `baseline`, and returns the count: the
    * runtime may hold a transient fd for a moment, a leaked one stays for good.

@@ -44,7 +44,7 @@ rootTest(
     await using svc = await startService(ns, { etcQemu: ACL, args: ["--timeout-ms", "1500"] });
     // Warm up (the service starts at the first connection) and take the fd baseline.
     requestTapSync("br0", false, { socket: svc.socket, timeoutMs: 30_000 }).close();
-    const baseline = svc.fdCount();
+    const baseline = await svc.idleFdCount();
 
     using silent = connect(svc.socket);
     const started = Date.now();
@@ -125,7 +125,11 @@ rootTest(
 
     assert.deepEqual(await noTapsLeft(ns), []);
     await new Promise((r) => setTimeout(r, 200));
-    assert.equal(await svc.fdCountSettles(baseline), baseline, "fds leaked in the service");
+    assert.equal(
+      await svc.fdCountSettles(baseline),
+      baseline,
+      `fds leaked in the service: ${svc.fdTable()}`,
+    );
     await svc.waitFor(/decision=timeout/);
   },
 );
@@ -135,7 +139,7 @@ rootTest("service: a client that disconnects before the reply leaves no tap", as
   await ns.bridge("br0");
   await using svc = await startService(ns, { etcQemu: ACL });
   requestTapSync("br0", false, { socket: svc.socket, timeoutMs: 30_000 }).close();
-  const baseline = svc.fdCount();
+  const baseline = await svc.idleFdCount();
   for (let i = 0; i < 20; i++) {
     const sock = connect(svc.socket);
     sendMessage(sock.value, encodeRequest({ op: OP.OPEN, bridge: "br0", vnetHdr: false }));
@@ -144,7 +148,11 @@ rootTest("service: a client that disconnects before the reply leaves no tap", as
   // Still serving, and the abandoned taps are gone.
   requestTapSync("br0", false, { socket: svc.socket, timeoutMs: 30_000 }).close();
   assert.deepEqual(await noTapsLeft(ns), []);
-  assert.equal(await svc.fdCountSettles(baseline), baseline, "fds leaked in the service");
+  assert.equal(
+    await svc.fdCountSettles(baseline),
+    baseline,
+    `fds leaked in the service: ${svc.fdTable()}`,
+  );
   await svc.waitFor(/decision=error reason="client gone before the reply, tap destroyed/);
 });
 

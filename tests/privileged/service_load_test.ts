@@ -20,7 +20,7 @@ rootTest(
       args: ["--max-taps-per-user", "1000"],
     });
     requestTapSync("br0", false, { socket: svc.socket, timeoutMs: 30_000 }).close();
-    const baseline = svc.fdCount();
+    const baseline = await svc.idleFdCount();
     let answered = 0;
     let next = 0;
     const t0 = performance.now();
@@ -36,7 +36,11 @@ rootTest(
     console.log(`${answered} requests from ${CLIENTS} clients in ${s.toFixed(1)} s`);
     assert.equal(answered, REQUESTS);
     assert.deepEqual(await noTapsLeft(ns, 10_000), []);
-    assert.equal(await svc.fdCountSettles(baseline), baseline, "fds leaked in the service");
+    assert.equal(
+      await svc.fdCountSettles(baseline),
+      baseline,
+      `fds leaked in the service: ${svc.fdTable()}`,
+    );
     const allowed = svc.lines.filter((l) => / event=request .*decision=allow /.test(l)).length;
     assert.equal(allowed, REQUESTS + 1, "one audit line per request");
   },
