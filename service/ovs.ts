@@ -52,7 +52,14 @@ export function looksLikeOvsDevice(name: string): boolean {
  * an Open vSwitch bridge is refused with the reason; anything else goes the Linux way.
  */
 export async function bridgeVerdict(path: string, bridge: string): Promise<Verdict> {
-  const facts = kernelBridgeFacts(bridge);
+  let facts;
+  try {
+    facts = kernelBridgeFacts(bridge);
+  } catch (e) {
+    // A name ovs/ does not take (it is stricter than the kernel): no OVS bridge has it.
+    if (e instanceof TypeError) return { kind: "linux" };
+    throw e;
+  }
   let row: BridgeRow | undefined;
   try {
     row = await withOvsdb(

@@ -9,6 +9,9 @@ import { type Ovsdb, type PortInfo } from "../../ovs/ovsdb.ts";
 import { BridgeHelperError, runHelper } from "../../net/run_helper.ts";
 import { HELPER_FROM_SOURCE, must, NetNs, rootTest, sandbox } from "../_support/ns.ts";
 import { OvsInstance } from "../_support/ovs.ts";
+import { bridgeNetdev } from "../../mod.ts";
+import { respond } from "../../examples/responder.ts";
+import { BRIDGE, ping, TwoHosts } from "../../scripts/_hosts.ts";
 import { startService } from "./_service.ts";
 
 const ACL = { "bridge.conf": "allow sw0\nallow br0\n" };
@@ -309,5 +312,42 @@ rootTest(
       await sb.cleanup();
     }
     assert.deepEqual(await noTapsLeft(ns), []);
+  },
+);
+
+rootTest(
+  "two hosts, OVS userspace VXLAN: a VM on host A gets its port from the service; a VM on " +
+    "host B pings it",
+  async () => {
+    await using hosts = await TwoHosts.create("ovs-vxlan");
+    const vmB = await hosts.vm("b", "10.0.99.2");
+    const ovsA = hosts.ovs("a");
+    await using svc = await startService(hosts.hosts.a, {
+      etcQemu: { "bridge.conf": `allow ${BRIDGE}\n`, "bridge-ovn.conf": OVN },
+      args: ["--ovsdb", ovsA.dbSock, "--sweep-ms", "50"],
+      activation: "listen",
+    });
+    using db = ovsA.db();
+    {
+      // The library asks the service (no helper process): the v86-style Deno-hosted VM on A.
+      await using nic = await bridgeNetdev({
+        br: BRIDGE,
+        via: "service",
+        serviceSocket: svc.socket,
+      });
+      const { stats } = respond(nic, { ip: "10.0.99.10", mac: "52:54:00:00:99:10" });
+      const ports = (await vmPorts(db, BRIDGE)).filter((p) => /^tap\d+$/.test(p.name));
+      assert.equal(ports.length, 1);
+      assert.equal(ports[0]!.externalIds.get("vm-bridge-uid"), "0");
+      const p = await ping(vmB, "10.0.99.10");
+      assert.ok(p.ok, p.output);
+      assert.ok(stats.pingReplies >= 3, `${stats.pingReplies} ping replies`);
+      console.log(`host B -> service-made tap on host A: ${p.output.split("\n").at(-2) ?? ""}`);
+    }
+    await until(
+      "the port's removal",
+      async () => (await vmPorts(db, BRIDGE)).every((p) => !/^tap\d+$/.test(p.name)),
+    );
+    assert.deepEqual(await noTapsLeft(hosts.hosts.a), []);
   },
 );
