@@ -28,6 +28,7 @@ import {
   getsockoptInt,
   OsError,
   peerCred,
+  readSmallFile,
   S,
   sendFd,
   SOCK,
@@ -44,13 +45,40 @@ class Fail extends Error {}
 const SEND_TIMEOUT_MS = 5000;
 
 /** Runs `fn`; an OsError becomes `Fail("<what>: <strerror>")`, the C helper's format. */
-function step<T>(what: string, fn: () => T, hint?: string): T {
+function step<T>(
+  what: string,
+  fn: () => T,
+  hint?: string,
+  more?: (e: OsError) => string,
+): T {
   try {
     return fn();
   } catch (e) {
-    if (e instanceof OsError) throw new Fail(`${what}: ${e.strerror}${hint ? `\n${hint}` : ""}`);
+    if (e instanceof OsError) {
+      throw new Fail(`${what}: ${e.strerror}${more?.(e) ?? ""}${hint ? `\n${hint}` : ""}`);
+    }
     throw e;
   }
+}
+
+/**
+ * A tun/tap device (sysfs `tun_flags`): what the kernel shows of an Open vSwitch bridge with the
+ * userspace datapath. (The kernel datapath's bridge device is an `openvswitch` internal port.)
+ */
+function isTapDevice(name: string): boolean {
+  try {
+    readSmallFile(`/sys/class/net/${name}/tun_flags`, 64);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The tail of the EOPNOTSUPP line for a bridge that looks like an Open vSwitch bridge. */
+function ovsBridgeNote(bridge: string): string {
+  return `: \`${bridge}' is not a Linux bridge but looks like an Open vSwitch bridge; ` +
+    `only the bridge service (vm-bridged) attaches taps to Open vSwitch bridges: ` +
+    `start it (systemctl enable --now vm-bridge.socket) and ask it for the tap`;
 }
 
 /** Printed after a kernel failure when we hold no CAP_NET_ADMIN and no service answered. */
@@ -115,9 +143,13 @@ function main(argv: readonly string[]): number {
   step(`failed to set mtu of device \`${tap}' to ${mtu}`, () => ctl.setMtu(tap, mtu));
   step(`failed to get MAC address of device \`${tap}'`, () => ctl.hwaddr(tap));
   step(`failed to set MAC address of device \`${tap}'`, () => ctl.setFirstMacByteFE(tap));
+  // An Open vSwitch bridge is no Linux bridge (SIOCBRADDIF: EOPNOTSUPP); only the service,
+  // which talks to the Open vSwitch database, attaches taps to it. Say so.
   step(
     `failed to add interface \`${tap}' to bridge \`${args.bridge}'`,
     () => ctl.addToBridge(args.bridge, tap),
+    undefined,
+    (e) => e.errno === E.EOPNOTSUPP && isTapDevice(args.bridge) ? ovsBridgeNote(args.bridge) : "",
   );
   // SIOCBRADDIF takes the bridge by name: if it was renamed since step 4 and another interface
   // took the name, the tap joined that one. Re-read its master by index, before it is up.

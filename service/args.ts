@@ -12,12 +12,14 @@ export interface ServiceOptions {
   maxClients: number;
   /** Milliseconds between checks for taps made persistent (`--sweep-ms N`, default 1000). */
   sweepMs: number;
+  /** The Open vSwitch database socket (`--ovsdb PATH`, default Debian's db.sock). */
+  ovsdb: string;
 }
 
 /** The usage line. */
 export const SERVICE_USAGE =
   "Usage: vm-bridged [--listen PATH] [--max-taps-per-user N] [--timeout-ms N] " +
-  "[--max-clients N] [--sweep-ms N]";
+  "[--max-clients N] [--sweep-ms N] [--ovsdb PATH]";
 
 const NUMERIC: ReadonlyMap<string, [keyof ServiceOptions, number, number]> = new Map([
   ["--max-taps-per-user", ["maxTapsPerUser", 0, 1_000_000]],
@@ -51,6 +53,7 @@ export function parseServiceArgs(argv: readonly string[]): ServiceOptions {
     timeoutMs: 5000,
     maxClients: 256,
     sweepMs: 1000,
+    ovsdb: "/var/run/openvswitch/db.sock",
   };
   const seen = new Set<string>();
   const fail = (why: string) => new RangeError(`${why}\n${SERVICE_USAGE}`);
@@ -58,7 +61,7 @@ export function parseServiceArgs(argv: readonly string[]): ServiceOptions {
     const arg = argv[i]!;
     const eq = arg.indexOf("=");
     const key = eq < 0 ? arg : arg.slice(0, eq);
-    if (key !== "--listen" && !NUMERIC.has(key)) {
+    if (key !== "--listen" && key !== "--ovsdb" && !NUMERIC.has(key)) {
       throw fail(`vm-bridged: unknown argument: ${JSON.stringify(arg)}`);
     }
     if (seen.has(key)) throw fail(`vm-bridged: ${key} given twice`);
@@ -67,11 +70,12 @@ export function parseServiceArgs(argv: readonly string[]): ServiceOptions {
     if (eq >= 0) value = arg.slice(eq + 1);
     else value = argv[++i];
     if (value === undefined) throw fail(`vm-bridged: ${key} needs a value`);
-    if (key === "--listen") {
+    if (key === "--listen" || key === "--ovsdb") {
       if (!value.startsWith("/")) {
-        throw fail(`vm-bridged: --listen needs an absolute path: ${JSON.stringify(value)}`);
+        throw fail(`vm-bridged: ${key} needs an absolute path: ${JSON.stringify(value)}`);
       }
-      out.listen = value;
+      if (key === "--listen") out.listen = value;
+      else out.ovsdb = value;
       continue;
     }
     const [field, min, max] = NUMERIC.get(key)!;

@@ -58,6 +58,11 @@ export interface ClientOptions {
   socket?: string;
   /** How long to wait for the reply, in milliseconds (default 10000). */
   timeoutMs?: number;
+  /**
+   * The OVN logical port to bind the tap to (Open vSwitch bridges only; the service decides by
+   * /etc/qemu/bridge-ovn.conf whether this client may claim it).
+   */
+  ifaceId?: string;
 }
 
 /** Connects to the service; throws ServiceUnavailableError when it is not there. */
@@ -110,8 +115,11 @@ function receive(sock: Fd, op: number): { reply: Reply; fd?: Fd } {
   }
 }
 
-function send(sock: Fd, op: number, bridge: string, vnetHdr: boolean): void {
-  sendMessage(sock.value, encodeRequest({ op, bridge, vnetHdr }));
+function send(sock: Fd, op: number, bridge: string, vnetHdr: boolean, ifaceId?: string): void {
+  sendMessage(
+    sock.value,
+    encodeRequest({ op, bridge, vnetHdr, ...(ifaceId === undefined ? {} : { ifaceId }) }),
+  );
 }
 
 /**
@@ -123,7 +131,7 @@ function send(sock: Fd, op: number, bridge: string, vnetHdr: boolean): void {
  */
 export function requestTapSync(bridge: string, vnetHdr: boolean, options: ClientOptions = {}): Fd {
   using sock = connect(options.socket ?? DEFAULT_SOCKET);
-  send(sock, OP.OPEN, bridge, vnetHdr);
+  send(sock, OP.OPEN, bridge, vnetHdr, options.ifaceId);
   const revents = poll([sock.value], POLL.IN, options.timeoutMs ?? 10_000);
   if (!revents[0]) throw new ServiceError(STATUS.TIMEOUT, "no reply from the bridge service");
   return receive(sock, OP.OPEN).fd!;
@@ -141,7 +149,7 @@ export async function requestTap(
   options: ClientOptions & { signal?: AbortSignal } = {},
 ): Promise<Fd> {
   using sock = connect(options.socket ?? DEFAULT_SOCKET);
-  send(sock, OP.OPEN, bridge, vnetHdr);
+  send(sock, OP.OPEN, bridge, vnetHdr, options.ifaceId);
   const deadline = Date.now() + (options.timeoutMs ?? 10_000);
   for (;;) {
     options.signal?.throwIfAborted();

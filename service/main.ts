@@ -1,7 +1,9 @@
 // vm-bridged, the bridge service: holds CAP_NET_ADMIN, listens on a SOCK_SEQPACKET Unix socket,
 // and for each client decides by the helper's ACL as seen by that client (identity from the
 // kernel only), creates a tap on the bridge and sends its fd back. Read top to bottom, main()
-// and serveRequest() are the audit checklist; one thread, synchronous calls, no await.
+// and serveRequest() are the audit checklist; one thread, synchronous kernel calls. The only
+// awaits are the Open vSwitch database's answers (service/ovs.ts), each bounded: meanwhile other
+// clients wait, as they wait for any request being served.
 
 import { escapeForMessage, ifnameError } from "../net/ifname.ts";
 import { NetControl } from "../net/bridge.ts";
@@ -38,6 +40,8 @@ import { parseServiceArgs, type ServiceOptions } from "./args.ts";
 import { audit, auditValue } from "./audit.ts";
 import { CapsError, requireOnlyNetAdmin } from "./caps.ts";
 import { deleteLink } from "./netlink.ts";
+import { bridgeVerdict, ifaceIdRefusal, OvsBridges } from "./ovs.ts";
+import { OvsdbError, OvsdbUnreachableError } from "../ovs/ovsdb.ts";
 import { decide, type Identity } from "./policy.ts";
 import {
   decodeRequest,
@@ -79,11 +83,15 @@ interface Outcome {
   /** The tap name, the bridge list or the helper's one-line error message. */
   text: string;
   bridge?: string;
+  /** "linux" or "ovs", once known. */
+  kind?: string;
   tap?: string;
   op?: string;
+  /** The iface-id asked for, if one. */
+  ifaceId?: string | undefined;
 }
 
-function main(argv: readonly string[]): number {
+async function main(argv: readonly string[]): Promise<number> {
   // 1. Privileges: exactly CAP_NET_ADMIN on every thread, else refuse; then no new privileges
   //    and not dumpable (the guard already made us non-dumpable; this re-asserts it).
   requireOnlyNetAdmin();
@@ -101,15 +109,26 @@ function main(argv: readonly string[]): number {
   // 4. Taps a client made persistent while an earlier instance ran: delete them now.
   using ctl = new NetControl();
   deleteOrphans();
-  audit([["event", "start"], ["pid", getpid()], ["max_taps_per_user", opts.maxTapsPerUser]]);
+  // 4b. Open vSwitch ports an earlier instance added for taps that are gone: remove them.
+  const ovs = new OvsBridges(opts.ovsdb);
+  await ovs.removeStale();
+  audit([["event", "start"], ["pid", getpid()], ["max_taps_per_user", opts.maxTapsPerUser], [
+    "ovsdb",
+    opts.ovsdb,
+  ]]);
 
   // 5. Serve forever: one poll over the listener and every waiting client.
-  serve(listener, ctl, opts);
+  await serve(listener, ctl, opts, ovs);
   return 0;
 }
 
 /** The accept/recv loop. Every call is synchronous on this thread; a slow client only waits. */
-function serve(listener: Fd, ctl: NetControl, opts: ServiceOptions): never {
+async function serve(
+  listener: Fd,
+  ctl: NetControl,
+  opts: ServiceOptions,
+  ovs: OvsBridges,
+): Promise<never> {
   const clients = new Map<number, Client>();
   const taps = new TapRegistry();
   const onEvent = (e: TapEvent) => tapEvent(e);
@@ -130,7 +149,7 @@ function serve(listener: Fd, ctl: NetControl, opts: ServiceOptions): never {
       const c = clients.get(fds[i]!)!;
       let done = true;
       try {
-        done = serveRequest(c, ctl, taps, opts, onEvent);
+        done = await serveRequest(c, ctl, taps, opts, onEvent, ovs);
       } catch (e) {
         // A bug or an error nobody foresaw fails this request only; the others keep being served
         // (and any tap it made was closed by `using` on the way out).
@@ -156,7 +175,9 @@ function serve(listener: Fd, ctl: NetControl, opts: ServiceOptions): never {
 
     if (later >= nextSweep) {
       taps.sweep(ctl, onEvent);
-      nextSweep = later + opts.sweepMs;
+      // Ports of Open vSwitch taps that went (found by this sweep or by a limit check).
+      if (ovs.pending > 0) await ovs.drainRemovals();
+      nextSweep = Date.now() + opts.sweepMs;
     }
   }
 }
@@ -203,13 +224,14 @@ function acceptAll(listener: Fd, clients: Map<number, Client>, opts: ServiceOpti
  * Reads and answers one client's request. Returns true when the connection is done (answered
  * or gone), false when there was nothing to read yet.
  */
-function serveRequest(
+async function serveRequest(
   c: Client,
   ctl: NetControl,
   taps: TapRegistry,
   opts: ServiceOptions,
   onEvent: (e: TapEvent) => void,
-): boolean {
+  ovs: OvsBridges,
+): Promise<boolean> {
   // 1. One message. Fds a client sends along are closed at once: we never use a client's fd.
   let msg;
   try {
@@ -233,9 +255,9 @@ function serveRequest(
   }
 
   // 2. Decode: magic, version, exact length. Identity is never taken from the message.
-  let op: number, bridge: string, vnetHdr: boolean;
+  let op: number, bridge: string, vnetHdr: boolean, ifaceId: string | undefined;
   try {
-    ({ op, bridge, vnetHdr } = decodeRequest(msg.data, msg.truncated));
+    ({ op, bridge, vnetHdr, ifaceId } = decodeRequest(msg.data, msg.truncated));
   } catch (e) {
     if (!(e instanceof ProtocolError)) throw e;
     finish(c, { status: e.status, text: e.message });
@@ -283,9 +305,36 @@ function serveRequest(
     return true;
   }
 
-  // 6. The tap, as the helper makes it, labelled with who asked. `using`: if it is not sent,
+  // 6. Which kind of bridge: from the kernel and the Open vSwitch database, never the name.
+  //    A name the database does not know goes the helper's way (its messages included).
+  const verdict = await bridgeVerdict(opts.ovsdb, bridge);
+  if (verdict.kind === "none") {
+    finish(c, { status: STATUS.FAILED, text: verdict.reason, bridge, op: "open", ifaceId });
+    return true;
+  }
+  const kind = verdict.kind === "ovs" ? ovs : bridgeKind(bridge);
+
+  // 6b. An iface-id: only on an Open vSwitch bridge, only as /etc/qemu/bridge-ovn.conf allows
+  //     for this client (deny by default).
+  if (ifaceId !== undefined) {
+    const refusal = verdict.kind === "ovs"
+      ? ifaceIdRefusal(who, ifaceId)
+      : `iface-id refused: \`${bridge}' is not an Open vSwitch bridge`;
+    if (refusal !== undefined) {
+      finish(c, {
+        status: STATUS.DENIED,
+        text: refusal,
+        bridge,
+        kind: kind.name,
+        op: "open",
+        ifaceId,
+      });
+      return true;
+    }
+  }
+
+  // 7. The tap, as the helper makes it, labelled with who asked. `using`: if it is not sent,
   //    closing our only fd removes it and its bridge port.
-  const kind = bridgeKind(bridge);
   const label = `vm-bridge uid=${who.uid} gid=${who.gid} pid=${c.peer.pid} comm=${
     auditValue(c.comm)
   }`;
@@ -294,27 +343,62 @@ function serveRequest(
     tap = createTap(ctl, bridge, bridgeIndex, vnetHdr, kind, label.slice(0, 255));
   } catch (e) {
     if (!(e instanceof TapError)) throw e;
-    finish(c, { status: STATUS.FAILED, text: e.message, bridge, op: "open" });
+    finish(c, { status: STATUS.FAILED, text: e.message, bridge, kind: kind.name, op: "open" });
     return true;
   }
   using _tap = tap;
 
-  // 7. One sendmsg with the fd. Only a tap that reached the client is recorded.
+  // 7b. Open vSwitch: the port, added through OVSDB with who asked, attached by ovs-vswitchd,
+  //     or nothing written (and the tap goes with its fd).
+  let ovsPort: string | undefined;
+  if (kind === ovs) {
+    try {
+      ovsPort = await ovs.addPort(bridge, tap.name, { uid: who.uid, pid: c.peer.pid }, ifaceId);
+    } catch (e) {
+      if (!(e instanceof OvsdbError || e instanceof OvsdbUnreachableError)) throw e;
+      finish(c, {
+        status: STATUS.FAILED,
+        text:
+          `failed to add interface \`${tap.name}' to Open vSwitch bridge \`${bridge}': ${e.message}`,
+        bridge,
+        kind: kind.name,
+        op: "open",
+        ifaceId,
+      });
+      return true;
+    }
+  }
+
+  // 8. One sendmsg with the fd. Only a tap that reached the client is recorded.
   const sent = finish(
     c,
-    { status: STATUS.OK, text: tap.name, bridge, tap: tap.name, op: "open" },
+    {
+      status: STATUS.OK,
+      text: tap.name,
+      bridge,
+      kind: kind.name,
+      tap: tap.name,
+      op: "open",
+      ifaceId,
+    },
     true,
     tap.tun.value,
   );
-  if (sent) {
-    taps.add({
-      ifindex: tap.ifindex,
-      name: tap.name,
-      bridge,
-      kind,
-      uid: who.uid,
-      pid: c.peer.pid,
-    });
+  const record = {
+    ifindex: tap.ifindex,
+    name: tap.name,
+    bridge,
+    kind,
+    uid: who.uid,
+    pid: c.peer.pid,
+    ...(ovsPort === undefined ? {} : { ovsPort }),
+  };
+  if (sent) taps.add(record);
+  else if (ovsPort !== undefined) {
+    // Not handed out: the tap goes with our fd, its port now (or at the next sweep).
+    tap.tun.close();
+    ovs.released(bridge, tap.name, record);
+    await ovs.drainRemovals();
   }
   return true;
 }
@@ -341,6 +425,8 @@ function finish(c: Client, o: Outcome, reply = true, fd?: number): boolean {
     ["comm", c.comm],
     ["op", o.op],
     ["bridge", o.bridge],
+    ["kind", o.kind],
+    ["iface_id", o.ifaceId],
     ["tap", sendError === undefined ? o.tap : undefined],
     ["decision", sendError !== undefined ? "error" : ok ? "allow" : statusName(o.status)],
     [
@@ -478,9 +564,9 @@ function deleteOrphans(): void {
   }
 }
 
-function run(): number {
+async function run(): Promise<number> {
   try {
-    return main(Deno.args);
+    return await main(Deno.args);
   } catch (e) {
     const text = e instanceof CapsError || e instanceof RangeError
       ? e.message
@@ -490,4 +576,4 @@ function run(): number {
   }
 }
 
-Deno.exit(run());
+Deno.exit(await run());

@@ -10,8 +10,11 @@ export const VERSION = 1;
 /** The header length of requests and replies. */
 export const HEADER = 8;
 
-/** The largest request: the header and a 15-byte bridge name. */
-export const MAX_REQUEST = HEADER + 15;
+/** The longest iface-id a request may carry (FLAG.IFACE_ID), as ovs/iface_id.ts accepts. */
+export const MAX_IFACE_ID = 128;
+
+/** The largest request: the header, a 15-byte bridge name, and a length byte and iface-id. */
+export const MAX_REQUEST = HEADER + 15 + 1 + MAX_IFACE_ID;
 
 /** The largest reply text in bytes (a reply is at most HEADER + this). */
 export const MAX_TEXT = 4096;
@@ -31,6 +34,12 @@ export const OP = {
 export const FLAG = {
   /** Ask for IFF_VNET_HDR (the helper's --use-vnet). */
   VNET_HDR: 0x1,
+  /**
+   * An OVN iface-id follows the bridge name: one length byte K (1..128), then K bytes of
+   * `A-Za-z0-9._:@+-`. For Open vSwitch bridges; a Linux bridge refuses it. Added compatibly
+   * in version 1: a request without this flag is byte for byte what it was.
+   */
+  IFACE_ID: 0x2,
 } as const;
 
 /** Reply status codes; 0 is success. */
@@ -65,6 +74,8 @@ export interface Request {
   bridge: string;
   /** IFF_VNET_HDR wanted. */
   vnetHdr: boolean;
+  /** The OVN logical port to bind the tap to (FLAG.IFACE_ID); absent when not asked for. */
+  ifaceId?: string;
 }
 
 /** A decoded reply. */
@@ -118,12 +129,24 @@ function header(buf: Uint8Array, b5: number, b6: number, b7: number): void {
  */
 export function encodeRequest(req: Request): Uint8Array<ArrayBuffer> {
   const name = encoder.encode(req.bridge);
-  if (name.length > MAX_REQUEST - HEADER) {
+  if (name.length > 15) {
     throw new RangeError(`Bridge name longer than 15 bytes: ${JSON.stringify(req.bridge)}`);
   }
-  const buf = new Uint8Array(new ArrayBuffer(HEADER + name.length));
-  header(buf, req.op, req.vnetHdr ? FLAG.VNET_HDR : 0, name.length);
+  const id = req.ifaceId === undefined ? undefined : encoder.encode(req.ifaceId);
+  if (id !== undefined && (id.length === 0 || id.length > MAX_IFACE_ID)) {
+    throw new RangeError(
+      `iface-id must be 1 to ${MAX_IFACE_ID} bytes: ${JSON.stringify(req.ifaceId)}`,
+    );
+  }
+  const extra = id === undefined ? 0 : 1 + id.length;
+  const buf = new Uint8Array(new ArrayBuffer(HEADER + name.length + extra));
+  const flags = (req.vnetHdr ? FLAG.VNET_HDR : 0) | (id !== undefined ? FLAG.IFACE_ID : 0);
+  header(buf, req.op, flags, name.length);
   buf.set(name, HEADER);
+  if (id !== undefined) {
+    buf[HEADER + name.length] = id.length;
+    buf.set(id, HEADER + name.length + 1);
+  }
   return buf;
 }
 
@@ -152,21 +175,35 @@ export function decodeRequest(bytes: Uint8Array, truncated: boolean): Request {
   const flags = bytes[6]!;
   const len = bytes[7]!;
   if (op !== OP.OPEN && op !== OP.LIST) throw bad(`unknown operation ${op}`);
-  if (flags & ~FLAG.VNET_HDR) throw bad(`unknown flags 0x${flags.toString(16)}`);
-  if (bytes.length !== HEADER + len) {
+  if (flags & ~(FLAG.VNET_HDR | FLAG.IFACE_ID)) throw bad(`unknown flags 0x${flags.toString(16)}`);
+  if (len > 15) throw bad(`name length ${len} is over 15 bytes`);
+  let ifaceId: string | undefined;
+  if (flags & FLAG.IFACE_ID) {
+    if (op !== OP.OPEN) throw bad("only an open request carries an iface-id");
+    const k = bytes[HEADER + len] ?? 0;
+    if (k === 0 || k > MAX_IFACE_ID) throw bad(`iface-id length ${k} is not 1 to ${MAX_IFACE_ID}`);
+    if (bytes.length !== HEADER + len + 1 + k) {
+      throw bad(`length ${bytes.length} does not match the name and iface-id lengths ${len}, ${k}`);
+    }
+    ifaceId = String.fromCharCode(...bytes.subarray(HEADER + len + 1));
+    if (!/^[A-Za-z0-9._:@+-]+$/.test(ifaceId)) {
+      throw bad("iface-id has characters other than A-Z a-z 0-9 . _ : @ + -");
+    }
+  } else if (bytes.length !== HEADER + len) {
     throw bad(`length ${bytes.length} does not match the name length ${len}`);
   }
-  if (len > MAX_REQUEST - HEADER) throw bad(`name length ${len} is over 15 bytes`);
   if (op === OP.LIST && len !== 0) throw bad("a list request names no bridge");
   if (op === OP.OPEN && len === 0) throw bad("no bridge named");
   let bridge: string;
   try {
-    bridge = strict.decode(bytes.subarray(HEADER));
+    bridge = strict.decode(bytes.subarray(HEADER, HEADER + len));
   } catch {
     throw bad("bridge name is not UTF-8");
   }
   if (bridge.includes("\0")) throw bad("bridge name contains a NUL byte");
-  return { op, bridge, vnetHdr: (flags & FLAG.VNET_HDR) !== 0 };
+  const req: Request = { op, bridge, vnetHdr: (flags & FLAG.VNET_HDR) !== 0 };
+  if (ifaceId !== undefined) req.ifaceId = ifaceId;
+  return req;
 }
 
 /**

@@ -16,14 +16,19 @@ import { deleteLink, setIfAlias } from "./netlink.ts";
  * Open vSwitch kind adds its port through OVSDB in attach() and removes it in released().
  */
 export interface BridgeKind {
-  /** A short name for the audit line ("linux", ...). */
+  /** A short name for the audit line ("linux", "ovs"). */
   readonly name: string;
+  /**
+   * The tap is not attached in the kernel: createTap() makes it and brings it up, and the
+   * service attaches it afterwards (Open vSwitch: a port added through OVSDB).
+   */
+  readonly attachedLater?: boolean;
   /** Makes `tap` a port of `bridge`; throws with the helper's message on failure. */
   attach(ctl: NetControl, bridge: string, tap: string): void;
   /** Takes `tap` off `bridge` while the tap still exists (before a forced delete). */
   detach(ctl: NetControl, bridge: string, tap: string): void;
   /** The tap is gone (its last fd closed, or deleted): forget whatever attach() recorded. */
-  released(bridge: string, tap: string): void;
+  released(bridge: string, tap: string, record?: TapRecord): void;
 }
 
 /** A failure with the exact one-line text the helper prints for it. */
@@ -115,6 +120,8 @@ export interface TapRecord {
   uid: number;
   /** The client's pid when it asked. */
   pid: number;
+  /** The Open vSwitch Port row added for it (uuid), to remove exactly that row when it goes. */
+  ovsPort?: string;
 }
 
 /** A freshly created tap: its fd (the only reference keeping it alive) and its identity. */
@@ -159,9 +166,11 @@ export function createTap(
     const ifindex = ifNameToIndex(tap);
     if (ifindex === 0) throw new TapError(`failed to find device \`${tap}': No such device`);
     step(`failed to label device \`${tap}'`, () => setIfAlias(ifindex, label));
-    kind.attach(ctl, bridge, tap);
-    // Attached by name: if the bridge was renamed meanwhile, the tap joined another interface.
-    checkMaster(tap, bridgeIndex, bridge);
+    if (!kind.attachedLater) {
+      kind.attach(ctl, bridge, tap);
+      // Attached by name: if the bridge was renamed meanwhile, the tap joined another interface.
+      checkMaster(tap, bridgeIndex, bridge);
+    }
     const up = step(`failed to get interface flags for \`${tap}'`, () => ctl.flags(tap));
     step(`failed to bring up interface \`${tap}'`, () => ctl.setFlags(tap, up | IFF.UP));
     return { tun, name: tap, ifindex, [Symbol.dispose]: () => tun.close() };
@@ -239,7 +248,7 @@ export class TapRegistry {
       }
       if (error === undefined) {
         this.#taps.delete(tap.ifindex);
-        tap.kind.released(tap.bridge, tap.name);
+        tap.kind.released(tap.bridge, tap.name, tap);
       }
       onEvent(
         error === undefined ? { tap, event: "persistent" } : { tap, event: "persistent", error },
@@ -262,7 +271,7 @@ export class TapRegistry {
 
   #gone(tap: TapRecord, onEvent: (e: TapEvent) => void): void {
     this.#taps.delete(tap.ifindex);
-    tap.kind.released(tap.bridge, tap.name);
+    tap.kind.released(tap.bridge, tap.name, tap);
     onEvent({ tap, event: "gone" });
   }
 }

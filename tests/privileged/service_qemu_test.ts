@@ -52,7 +52,7 @@ rootTest(
       assert.ok(r.guestPingOk, `the guest could not ping the host${ctx}`);
       assert.equal(r.stderr.trim(), "", `QEMU or the helper complained${ctx}`);
       await svc.waitFor(
-        /event=request uid=65534 gid=65534 pid=\d+ comm=\S+ op=open bridge=br0 tap=tap\d+ decision=allow/,
+        /event=request uid=65534 gid=65534 pid=\d+ comm=\S+ op=open bridge=br0 kind=linux tap=tap\d+ decision=allow/,
       );
     } finally {
       await sb.cleanup();

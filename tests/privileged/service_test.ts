@@ -37,7 +37,7 @@ rootTest(
       assert.match(
         line,
         new RegExp(
-          `^time=\\S+ event=request uid=0 gid=0 pid=${Deno.pid} comm=deno op=open bridge=br0 ` +
+          `^time=\\S+ event=request uid=0 gid=0 pid=${Deno.pid} comm=deno op=open bridge=br0 kind=linux ` +
             `tap=${info.name} decision=allow reason=ok$`,
         ),
       );

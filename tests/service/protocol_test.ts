@@ -7,6 +7,7 @@ import {
   decodeRequest,
   encodeReply,
   encodeRequest,
+  MAX_REQUEST,
   MAX_TEXT,
   OP,
   ProtocolError,
@@ -66,9 +67,10 @@ Deno.test({
       [ok.subarray(0, 7), /7 bytes/],
       [patch(0, 0x58), /not a vm-bridge message/],
       [patch(5, 3), /unknown operation 3/],
-      [patch(6, 2), /unknown flags 0x2/],
+      [patch(6, 4), /unknown flags 0x4/],
+      [patch(6, 2), /iface-id length 0 is not 1 to 128/],
       [patch(7, 4), /does not match the name length 4/],
-      [ok, /longer than 23 bytes/, true],
+      [ok, /longer than 152 bytes/, true],
       [req(OP.LIST, "br0"), /a list request names no bridge/],
       [req(OP.OPEN, ""), /no bridge named/],
       [new Uint8Array([...ok.subarray(0, 7), 2, 0xff, 0xfe]), /not UTF-8/],
@@ -112,11 +114,15 @@ Deno.test({
       timeoutMs: 5000,
       maxClients: 256,
       sweepMs: 1000,
+      ovsdb: "/var/run/openvswitch/db.sock",
     });
+    assert.equal(parseServiceArgs(["--ovsdb", "/tmp/o/db.sock"]).ovsdb, "/tmp/o/db.sock");
     for (
       const bad of [
         ["--listen", "rel"],
         ["--listen"],
+        ["--ovsdb", "db.sock"],
+        ["--ovsdb"],
         ["--timeout-ms", "0"],
         ["--timeout-ms", "+5"],
         ["--max-clients", "1", "--max-clients", "2"],
@@ -195,5 +201,55 @@ Deno.test({
       "holds more than CAP_NET_ADMIN: CapEff=0000000000003000",
     );
     assert.equal(capsProblem(ok.replace(/CapAmb.*\n/, "")), "has no readable CapAmb");
+  },
+});
+
+Deno.test({
+  name: "an iface-id travels after the bridge name under FLAG.IFACE_ID, and is checked",
+  permissions: "none",
+  fn() {
+    const bytes = encodeRequest({ op: OP.OPEN, bridge: "sw0", vnetHdr: false, ifaceId: "al:vm1" });
+    assert.deepEqual(
+      bytes,
+      new Uint8Array([86, 77, 66, 82, 1, 1, 2, 3, 115, 119, 48, 6, 97, 108, 58, 118, 109, 49]),
+    );
+    assert.deepEqual(decodeRequest(bytes, false), {
+      op: OP.OPEN,
+      bridge: "sw0",
+      vnetHdr: false,
+      ifaceId: "al:vm1",
+    });
+    const long = "x".repeat(128);
+    const max = encodeRequest({
+      op: OP.OPEN,
+      bridge: "b".repeat(15),
+      vnetHdr: true,
+      ifaceId: long,
+    });
+    assert.equal(max.length, MAX_REQUEST);
+    assert.equal(decodeRequest(max, false).ifaceId, long);
+    const cases: Array<[Uint8Array, RegExp]> = [
+      [bytes.subarray(0, bytes.length - 1), /does not match the name and iface-id lengths 3, 6/],
+      [new Uint8Array([...bytes, 0x41]), /does not match/],
+      [new Uint8Array([...bytes.subarray(0, 12), 0x20, ...bytes.subarray(13)]), /characters other/],
+      [new Uint8Array([86, 77, 66, 82, 1, 2, 2, 0, 1, 0x41]), /only an open request/],
+      [
+        new Uint8Array(
+          [...bytes.subarray(0, 11), 129, ...long, "x"].map((c) =>
+            typeof c === "string" ? c.charCodeAt(0) : c
+          ),
+        ),
+        /iface-id length 129/,
+      ],
+    ];
+    for (const [b, re] of cases) {
+      const e = refused(b, false);
+      assert.equal(e.status, STATUS.BAD_REQUEST, e.message);
+      assert.match(e.message, re);
+    }
+    assert.throws(
+      () => encodeRequest({ op: OP.OPEN, bridge: "sw0", vnetHdr: false, ifaceId: "" }),
+      RangeError,
+    );
   },
 });
