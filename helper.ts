@@ -14,8 +14,7 @@ import {
   PrivilegeError,
 } from "./caps/privileges.ts";
 import { NetControl } from "./net/bridge.ts";
-import { escapeForMessage } from "./net/ifname.ts";
-import { altnameMessage, checkName, Links } from "./net/link.ts";
+import { canonicalBridge, checkMaster } from "./net/link.ts";
 import { attachTap, openTun, tunFeatures } from "./net/tap.ts";
 import { requestTapSync, ServiceError, ServiceUnavailableError } from "./service/client.ts";
 import { DEFAULT_SOCKET } from "./service/protocol.ts";
@@ -121,7 +120,7 @@ function main(argv: readonly string[]): number {
   // 4. The bridge's own name, before the ACL: the kernel also resolves alternative names, so
   //    `--br=prod0' would pass a `deny br-prod' and still reach br-prod. A missing bridge goes
   //    on to fail at SIOCGIFMTU with C's message; its index 0 then matches no port's master.
-  const bridgeIndex = canonicalBridge(args.bridge);
+  const bridgeIndex = canonicalBridge(args.bridge, Fail);
 
   // 5. The ACL, read with the caller's rights; any doubt about it denies.
   const rules = loadAcl(ACL_FILE, { onSkip: () => {} });
@@ -153,7 +152,7 @@ function main(argv: readonly string[]): number {
   );
   // SIOCBRADDIF takes the bridge by name: if it was renamed since step 4 and another interface
   // took the name, the tap joined that one. Re-read its master by index, before it is up.
-  checkMaster(tap, bridgeIndex, args.bridge);
+  checkMaster(tap, bridgeIndex, args.bridge, Fail);
   const up = step(`failed to get interface flags for \`${tap}'`, () => ctl.flags(tap));
   step(`failed to bring up interface \`${tap}'`, () => ctl.setFlags(tap, up | IFF.UP));
 
@@ -203,32 +202,6 @@ function checkUnixSocket(fd: number): void {
   if (peer === 0) throw new Fail(`invalid --fd=${fd}: the socket is not connected`);
   if (peer === getpid()) {
     throw new Fail(`invalid --fd=${fd}: the socket's peer is this helper itself`);
-  }
-}
-
-/** Step 4: refuses an alternative name; returns the bridge's ifindex, 0 when it is missing. */
-function canonicalBridge(name: string): number {
-  using links = step("failed to open netlink socket", () => new Links());
-  const found = step(
-    `failed to look up bridge \`${escapeForMessage(name)}'`,
-    () => checkName(links, name),
-  );
-  if (found.kind === "altname") throw new Fail(altnameMessage(name, found.canonical));
-  return found.kind === "missing" ? 0 : found.index;
-}
-
-/** The tap's master must be the interface checked in step 4 (by index), and still so named. */
-function checkMaster(tap: string, bridgeIndex: number, bridge: string): void {
-  using links = step("failed to open netlink socket", () => new Links());
-  const port = step(`failed to look up \`${tap}'`, () => links.get({ name: tap }));
-  const master = port?.master === undefined
-    ? undefined
-    : step(`failed to look up bridge \`${escapeForMessage(bridge)}'`, () =>
-      links.get({ index: port.master! }));
-  if (bridgeIndex === 0 || master?.index !== bridgeIndex || master.name !== bridge) {
-    throw new Fail(
-      `bridge \`${escapeForMessage(bridge)}' changed while \`${tap}' was added to it: refusing`,
-    );
   }
 }
 

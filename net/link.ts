@@ -105,6 +105,71 @@ export function altnameMessage(name: string, canonical: string): string {
   }': use its name`;
 }
 
+/** How a caller turns a one-line message into its own error type (the helper's, the service's). */
+export type LineError = new (message: string, options?: ErrorOptions) => Error;
+
+/** Runs `fn`; an OsError becomes `new fail("<what>: <strerror>")`, the helper's format. */
+function step<T>(fail: LineError, what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof OsError) throw new fail(`${what}: ${e.strerror}`, { cause: e });
+    throw e;
+  }
+}
+
+/**
+ * The helper's step 4, shared with the service: the bridge's own name, settled before the ACL
+ * (the kernel also resolves alternative names, so `prod0` would pass a `deny br-prod` and still
+ * reach br-prod).
+ *
+ * @param name The bridge name as asked for.
+ * @param fail The caller's error type for a one-line message.
+ * @returns The bridge's ifindex, 0 when no interface has that name (a later step fails then with
+ * the helper's text).
+ * @throws {Error} a `fail` for an alternative name or a failed lookup.
+ */
+export function canonicalBridge(name: string, fail: LineError): number {
+  using links = step(fail, "failed to open netlink socket", () => new Links());
+  const found = step(
+    fail,
+    `failed to look up bridge \`${escapeForMessage(name)}'`,
+    () => checkName(links, name),
+  );
+  if (found.kind === "altname") throw new fail(altnameMessage(name, found.canonical));
+  return found.kind === "missing" ? 0 : found.index;
+}
+
+/**
+ * After SIOCBRADDIF, which takes the bridge by name: the tap's master must be the interface
+ * {@linkcode canonicalBridge} returned (by index), and still so named; a rename in between
+ * would have put the tap on another interface.
+ *
+ * @param tap The tap's name.
+ * @param bridgeIndex What canonicalBridge() returned.
+ * @param bridge The bridge's name.
+ * @param fail The caller's error type for a one-line message.
+ * @throws {Error} a `fail` when the master is anything else.
+ */
+export function checkMaster(
+  tap: string,
+  bridgeIndex: number,
+  bridge: string,
+  fail: LineError,
+): void {
+  using links = step(fail, "failed to open netlink socket", () => new Links());
+  const port = step(fail, `failed to look up \`${tap}'`, () => links.get({ name: tap }));
+  const master = port?.master === undefined
+    ? undefined
+    : step(fail, `failed to look up bridge \`${escapeForMessage(bridge)}'`, () =>
+      links.get({ index: port.master! }));
+  if (bridgeIndex === 0 || master?.index !== bridgeIndex || master.name !== bridge) {
+    throw new fail(
+      `bridge \`${escapeForMessage(bridge)}' changed while \`${tap}' was added to it: refusing`,
+    );
+  }
+}
+
 /** TUNGETDEVNETNS (`_IO('T', 227)`): an fd for the network namespace the tap lives in. */
 const TUNGETDEVNETNS = 0x54e3;
 

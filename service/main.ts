@@ -7,6 +7,7 @@
 
 import { escapeForMessage, ifnameError } from "../net/ifname.ts";
 import { NetControl } from "../net/bridge.ts";
+import { canonicalBridge } from "../net/link.ts";
 import { Fd } from "../sys/fd.ts";
 import {
   accept,
@@ -55,7 +56,6 @@ import {
 } from "./protocol.ts";
 import {
   bridgeKind,
-  canonicalBridge,
   createTap,
   linuxBridges,
   TapError,
@@ -279,7 +279,7 @@ async function serveRequest(
   // 3b. The bridge's own name, not an alternative one (the helper's step 4).
   let bridgeIndex: number;
   try {
-    bridgeIndex = canonicalBridge(bridge);
+    bridgeIndex = canonicalBridge(bridge, TapError);
   } catch (e) {
     if (!(e instanceof TapError)) throw e;
     finish(c, { status: STATUS.BAD_REQUEST, text: e.message, bridge, op: "open" });

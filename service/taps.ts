@@ -3,8 +3,7 @@
 // keep track of it: count live taps per user, delete a tap its holder made persistent.
 
 import { NetControl } from "../net/bridge.ts";
-import { escapeForMessage } from "../net/ifname.ts";
-import { altnameMessage, checkName, Links } from "../net/link.ts";
+import { checkMaster } from "../net/link.ts";
 import { attachTap, openTun, tunFeatures } from "../net/tap.ts";
 import { Fd } from "../sys/fd.ts";
 import { ifNameToIndex, OsError, readSmallFile, stat } from "../sys/libc.ts";
@@ -74,38 +73,6 @@ export function bridgeKind(bridge: string): BridgeKind {
   return LINUX_BRIDGE;
 }
 
-/**
- * The helper's step 4: the bridge's own name, before the ACL (the kernel also resolves
- * alternative names, so `prod0` would pass a `deny br-prod` and still reach br-prod). Returns
- * the bridge's ifindex, 0 when it is missing (the MTU step then fails with the helper's text).
- *
- * @throws {TapError} for an alternative name, with the helper's message.
- */
-export function canonicalBridge(name: string): number {
-  using links = step("failed to open netlink socket", () => new Links());
-  const found = step(
-    `failed to look up bridge \`${escapeForMessage(name)}'`,
-    () => checkName(links, name),
-  );
-  if (found.kind === "altname") throw new TapError(altnameMessage(name, found.canonical));
-  return found.kind === "missing" ? 0 : found.index;
-}
-
-/** As the helper: the tap's master must be the bridge checked first (by index), still so named. */
-function checkMaster(tap: string, bridgeIndex: number, bridge: string): void {
-  using links = step("failed to open netlink socket", () => new Links());
-  const port = step(`failed to look up \`${tap}'`, () => links.get({ name: tap }));
-  const master = port?.master === undefined
-    ? undefined
-    : step(`failed to look up bridge \`${escapeForMessage(bridge)}'`, () =>
-      links.get({ index: port.master! }));
-  if (bridgeIndex === 0 || master?.index !== bridgeIndex || master.name !== bridge) {
-    throw new TapError(
-      `bridge \`${escapeForMessage(bridge)}' changed while \`${tap}' was added to it: refusing`,
-    );
-  }
-}
-
 /** A tap the service created and handed out. */
 export interface TapRecord {
   /** Interface index: names are reused, indexes are not. */
@@ -169,7 +136,7 @@ export function createTap(
     if (!kind.attachedLater) {
       kind.attach(ctl, bridge, tap);
       // Attached by name: if the bridge was renamed meanwhile, the tap joined another interface.
-      checkMaster(tap, bridgeIndex, bridge);
+      checkMaster(tap, bridgeIndex, bridge, TapError);
     }
     const up = step(`failed to get interface flags for \`${tap}'`, () => ctl.flags(tap));
     step(`failed to bring up interface \`${tap}'`, () => ctl.setFlags(tap, up | IFF.UP));
