@@ -318,7 +318,7 @@ rootTest("install-suid --service --dry-run shows every step and writes nothing",
   assert.match(r.stdout, /^would: install -o root -g root -m 0755 \S+ \S+\/libexec\/vm-bridged$/m);
   assert.match(
     r.stdout,
-    /^would: install -o root -g root -m 0644 \S+\/systemd\/vm-bridge\.service \S+\/etc\/systemd\/system\/vm-bridge\.service  # with ExecStart=\/usr\/local\/libexec\/vm-bridged$/m,
+    /^would: install -o root -g root -m 0644 \S+\/systemd\/vm-bridge\.service \S+\/etc\/systemd\/system\/vm-bridge\.service {2}# with ExecStart=\/usr\/local\/libexec\/vm-bridged$/m,
   );
   assert.match(
     r.stdout,
