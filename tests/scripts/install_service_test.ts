@@ -513,3 +513,36 @@ rootTest(
     assert.ok(score <= 2.0, `exposure ${score} > 2.0:\n${text}`);
   },
 );
+
+rootTest(
+  "install-suid --service over a capability install drops the capability; a plain reinstall keeps the service on record",
+  async () => {
+    await using s = await scratch();
+    // A plain install whose helper got its capability (as the package's script would run setcap).
+    let r = await install("--destdir", s.destdir, "--binary", s.helper, "--group", "root");
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const setcap = await run(["setcap", "cap_net_admin+ep", `${s.destdir}${HELPER}`]);
+    assert.equal(setcap.code, 0, setcap.stderr);
+    assert.match((await run(["getcap", `${s.destdir}${HELPER}`])).stdout, /cap_net_admin=ep/);
+
+    r = await install(
+      ...["--destdir", s.destdir, "--binary", s.helper, "--service"],
+      ...["--service-binary", s.service],
+    );
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal((await run(["getcap", `${s.destdir}${HELPER}`])).stdout, "");
+    assert.equal((await Deno.stat(`${s.destdir}${HELPER}`)).mode! & 0o7777, 0o755);
+
+    // Back to the capability helper: the service files stay recorded, so uninstall still finds them.
+    r = await install("--destdir", s.destdir, "--binary", s.helper, "--group", "root");
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const manifest = JSON.parse(await Deno.readTextFile(`${s.destdir}${MANIFEST}`));
+    assert.deepEqual(
+      manifest.service.map((f: { path: string }) => f.path),
+      [SERVICE, SOCKET_UNIT, SERVICE_UNIT],
+    );
+    r = await install("--destdir", s.destdir, "--uninstall");
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(await listTree(s.destdir), []);
+  },
+);
