@@ -275,7 +275,9 @@ async function execute(step: Step, scratch: string, state: RunState): Promise<vo
         throw new InstallRefusal(
           `deno compile failed (${r.code}): ${summarizeCompileError(r.stderr)}; ` +
             "without network, pass --denort PATH (a denort of the same Deno version) or " +
-            "--binary PATH (a helper compiled elsewhere)",
+            (step.service
+              ? "--service-binary PATH (a vm-bridged compiled elsewhere)"
+              : "--binary PATH (a helper compiled elsewhere)"),
         );
       }
       const used = await denortUsed(step);
