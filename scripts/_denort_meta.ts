@@ -1,5 +1,5 @@
 // Reads the metadata `deno compile` embeds in a standalone executable, and judges whether it is
-// our helper's build. Pure: bytes in, metadata or an error out.
+// one of our builds (the helper, the bridge service). Pure: bytes in, metadata or an error out.
 //
 // The format, as read in Deno 2.9's source (cli/standalone/binary.rs write_binary_bytes and
 // serialize_binary_data_section, cli/rt/binary.rs read_section_metadata) and libsui 0.16
@@ -171,20 +171,66 @@ export function readStandaloneMetadata(bytes: Uint8Array): Record<string, unknow
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 const show = (x: unknown) => JSON.stringify(x) ?? "undefined";
 
+/** A build the installer accepts: what `deno compile` must have embedded, and nothing more. */
+export interface ExpectedBuild {
+  /** For messages: "helper", "vm-bridged". */
+  name: string;
+  /** The entry point's key (relative to the repository root). */
+  entry: string;
+  /** The preloaded modules, in order. */
+  preload: readonly string[];
+  /** The variables of `--allow-env=...`, or null when no environment access is granted. */
+  allowEnv: readonly string[] | null;
+  /** The V8 flags given with `--v8-flags` (besides Deno's defaults). */
+  v8Flags: readonly string[];
+}
+
+/** The helper: `deno compile --no-code-cache --no-prompt --allow-ffi --v8-flags=--single-threaded --preload ./guard.ts ./helper.ts`. */
+export const HELPER_BUILD: ExpectedBuild = {
+  name: "helper",
+  entry: "helper.ts",
+  preload: ["guard.ts"],
+  allowEnv: null,
+  v8Flags: ["--single-threaded"],
+};
+
+/** The bridge service: the `compile:service` task (the helper's flags plus LISTEN_FDS, LISTEN_PID). */
+export const SERVICE_BUILD: ExpectedBuild = {
+  name: "vm-bridged",
+  entry: "service/main.ts",
+  preload: ["service/guard.ts"],
+  allowEnv: ["LISTEN_FDS", "LISTEN_PID"],
+  v8Flags: ["--single-threaded"],
+};
+
 /**
- * Judges embedded metadata against our build (`deno compile --no-code-cache --no-prompt
- * --allow-ffi --v8-flags=--single-threaded --preload ./guard.ts ./helper.ts`).
+ * Judges embedded metadata against our helper's build ({@linkcode HELPER_BUILD}).
  *
  * @param meta What {@linkcode readStandaloneMetadata} returned.
  * @returns Every difference, one line each; empty when it is our build.
  */
 export function judgeHelperMetadata(meta: Record<string, unknown>): string[] {
+  return judgeMetadata(meta, HELPER_BUILD);
+}
+
+/**
+ * Judges embedded metadata against an expected build: its entry point and preloads, only
+ * `--allow-ffi` (all) and, if expected, exactly that `--allow-env` list granted, no prompt, no
+ * code cache, no embedded arguments or environment, exactly the expected V8 flags.
+ *
+ * @param meta What {@linkcode readStandaloneMetadata} returned.
+ * @param build The build it must be.
+ * @returns Every difference, one line each; empty when it is that build.
+ */
+export function judgeMetadata(meta: Record<string, unknown>, build: ExpectedBuild): string[] {
   const problems: string[] = [];
-  if (meta.entrypoint_key !== "helper.ts") {
-    problems.push(`the entry point is ${show(meta.entrypoint_key)}, not "helper.ts"`);
+  if (meta.entrypoint_key !== build.entry) {
+    problems.push(`the entry point is ${show(meta.entrypoint_key)}, not ${show(build.entry)}`);
   }
-  if (!same(meta.preload_modules, ["guard.ts"])) {
-    problems.push(`the preloaded modules are ${show(meta.preload_modules)}, not ["guard.ts"]`);
+  if (!same(meta.preload_modules, build.preload)) {
+    problems.push(
+      `the preloaded modules are ${show(meta.preload_modules)}, not ${show(build.preload)}`,
+    );
   }
   if (!same(meta.require_modules, [])) {
     problems.push(`modules are required before the entry point: ${show(meta.require_modules)}`);
@@ -208,13 +254,20 @@ export function judgeHelperMetadata(meta: Record<string, unknown>): string[] {
     }
     if (!same(p.allow_ffi, [])) problems.push(`allow_ffi is ${show(p.allow_ffi)}, not [] (all)`);
     if (p.prompt !== false) problems.push(`permission prompts are on (prompt ${show(p.prompt)})`);
+    const granted = build.allowEnv === null
+      ? "--allow-ffi"
+      : `--allow-ffi and --allow-env=${build.allowEnv.join(",")}`;
+    if (build.allowEnv !== null && !same(p.allow_env, build.allowEnv)) {
+      problems.push(`allow_env is ${show(p.allow_env)}, not ${show(build.allowEnv)}`);
+    }
     for (const key of PERMISSION_FIELDS) {
       if (key === "allow_ffi" || key === "prompt" || p[key] === null) continue;
+      if (key === "allow_env" && build.allowEnv !== null) continue;
       if (
         key === "allow_import" && Array.isArray(p[key]) &&
         (p[key] as unknown[]).every((h) => IMPLICIT_IMPORT_HOSTS.includes(h as string))
       ) continue;
-      problems.push(`${key} is ${show(p[key])}: only --allow-ffi may be granted`);
+      problems.push(`${key} is ${show(p[key])}: only ${granted} may be granted`);
     }
   }
   const flags = meta.v8_flags;
@@ -222,8 +275,10 @@ export function judgeHelperMetadata(meta: Record<string, unknown>): string[] {
     problems.push("it has no V8 flags list");
   } else {
     const given = flags[0] === V8_FLAGS_ARG0 ? flags.slice(1) : flags;
-    if (!given.includes("--single-threaded")) problems.push("the V8 flags lack --single-threaded");
-    const extra = given.filter((f) => f !== "--single-threaded" && !DEFAULT_V8_FLAGS.includes(f));
+    for (const flag of build.v8Flags) {
+      if (!given.includes(flag)) problems.push(`the V8 flags lack ${flag}`);
+    }
+    const extra = given.filter((f) => !build.v8Flags.includes(f) && !DEFAULT_V8_FLAGS.includes(f));
     if (extra.length > 0) problems.push(`unexpected V8 flags: ${show(extra)}`);
   }
   return problems;

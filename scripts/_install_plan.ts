@@ -24,6 +24,29 @@ export const COMPILE_FLAGS: readonly string[] = [
   "./guard.ts",
 ];
 
+/**
+ * The exact `deno compile` flags of the bridge service (`--service`): those of the
+ * `compile:service` task, the helper's plus `--allow-env=LISTEN_FDS,LISTEN_PID`.
+ */
+export const SERVICE_COMPILE_FLAGS: readonly string[] = [
+  "--no-code-cache",
+  "--no-prompt",
+  "--allow-ffi",
+  "--allow-env=LISTEN_FDS,LISTEN_PID",
+  "--v8-flags=--single-threaded",
+  "--preload",
+  "./service/guard.ts",
+];
+
+/** Where `--service` puts the systemd units (`destdir` applies, `prefix` does not). */
+export const UNIT_DIR = "/etc/systemd/system";
+
+/** The units `--service` installs, from the repository's systemd/ directory. */
+export const UNITS: readonly string[] = ["vm-bridge.socket", "vm-bridge.service"];
+
+/** The line printed after a `--service` install: the installer never starts anything itself. */
+export const ENABLE_LINE = "systemctl daemon-reload && systemctl enable --now vm-bridge.socket";
+
 /** The capability the installed helper gets, in setcap's syntax. */
 export const CAPS = "cap_net_admin+ep";
 
@@ -76,6 +99,10 @@ export interface InstallOptions {
   denort?: string;
   /** The group that may execute the helper. */
   group?: string;
+  /** Install the bridge service, its units, and the helper 0755 with no capability. */
+  service?: boolean;
+  /** With `service`: install this compiled vm-bridged (verified first) instead of compiling. */
+  serviceBinary?: string;
 }
 
 /** The help text. */
@@ -90,6 +117,10 @@ creates ${BRIDGE_CONF} with "allow br0" when there is none.
   --destdir DIR    stage into DIR for a package; prints the setcap line instead of running it
   --binary PATH    install this compiled helper (verified first) instead of compiling
   --denort PATH    compile offline with this denort (DENORT_BIN)
+  --service        install the bridge service as PREFIX/libexec/vm-bridged, its systemd units in
+                   ${UNIT_DIR}, and the helper root:root 0755 with no capability (it asks the
+                   service); starts nothing, prints: ${ENABLE_LINE}
+  --service-binary PATH  with --service: install this compiled vm-bridged (verified first)
   --dry-run        print every step, change nothing
   --uninstall      remove what an earlier install recorded in its manifest
   -h, --help       this text`;
@@ -128,6 +159,8 @@ export function parseInstallArgs(argv: readonly string[]): InstallOptions {
         binary: { type: "string" },
         denort: { type: "string" },
         group: { type: "string" },
+        service: { type: "boolean" },
+        "service-binary": { type: "string" },
         setuid: { type: "boolean" },
         suid: { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -142,7 +175,7 @@ export function parseInstallArgs(argv: readonly string[]): InstallOptions {
   }
   const v = parsed.values;
   if (v.setuid !== undefined || v.suid !== undefined) throw new InstallUsageError(SETUID_REFUSAL);
-  for (const name of ["prefix", "destdir", "binary", "denort", "group"]) {
+  for (const name of ["prefix", "destdir", "binary", "denort", "group", "service-binary"]) {
     const n = argv.filter((a) => a === `--${name}` || a.startsWith(`--${name}=`)).length;
     if (n > 1) throw new InstallUsageError(`--${name} given more than once`);
   }
@@ -154,7 +187,7 @@ export function parseInstallArgs(argv: readonly string[]): InstallOptions {
     destdir: v.destdir === undefined ? "" : cleanPath("--destdir", v.destdir),
   };
   if (options.destdir === "/") options.destdir = "";
-  if (v.binary !== undefined && v.denort !== undefined) {
+  if (v.binary !== undefined && v.denort !== undefined && !v.service) {
     throw new InstallUsageError("--binary and --denort exclude each other");
   }
   if (options.action === "uninstall") {
@@ -163,6 +196,24 @@ export function parseInstallArgs(argv: readonly string[]): InstallOptions {
         throw new InstallUsageError(`--${name} makes no sense with --uninstall`);
       }
     }
+  }
+  if (v.service) {
+    if (options.action === "uninstall") {
+      throw new InstallUsageError("--service makes no sense with --uninstall (the manifest knows)");
+    }
+    if (v.group !== undefined) {
+      throw new InstallUsageError(
+        "--group makes no sense with --service: the helper is installed 0755 with no privilege",
+      );
+    }
+    options.service = true;
+  }
+  if (v["service-binary"] !== undefined) {
+    if (!v.service) throw new InstallUsageError("--service-binary needs --service");
+    if (v.denort !== undefined && v.binary !== undefined) {
+      throw new InstallUsageError("--denort makes no sense when both binaries are given");
+    }
+    options.serviceBinary = cleanPath("--service-binary", v["service-binary"]);
   }
   if (v.binary !== undefined) options.binary = cleanPath("--binary", v.binary);
   if (v.denort !== undefined) options.denort = cleanPath("--denort", v.denort);
@@ -194,6 +245,10 @@ export interface Paths {
   bridgeConf: string;
   /** The install manifest as the running system sees it. */
   manifest: string;
+  /** The bridge service (`--service`). */
+  service: string;
+  /** The systemd units (`--service`), in {@linkcode UNITS} order. */
+  units: string[];
 }
 
 /** The final paths for a prefix (without destdir). */
@@ -203,6 +258,8 @@ export function pathsFor(prefix: string): Paths {
     helper: `${p}/libexec/qemu-bridge-helper`,
     bridgeConf: BRIDGE_CONF,
     manifest: `${p}/share/vm-bridge/install-manifest.json`,
+    service: `${p}/libexec/vm-bridged`,
+    units: UNITS.map((u) => `${UNIT_DIR}/${u}`),
   };
 }
 
@@ -226,6 +283,8 @@ export interface Manifest {
   dirs: string[];
   /** The denort the helper was compiled with; null for `--binary` (absent in older manifests). */
   denort?: DenortRecord | null;
+  /** With `--service`: the service and its units, each with the SHA-256 of the bytes written. */
+  service?: { path: string; sha256: string }[];
 }
 
 /**
@@ -236,7 +295,9 @@ export interface Manifest {
 export function installableDirs(prefix: string): Set<string> {
   const final = pathsFor(prefix);
   const out = new Set<string>();
-  for (const file of [final.helper, final.bridgeConf, final.manifest]) {
+  for (
+    const file of [final.helper, final.bridgeConf, final.manifest, final.service, ...final.units]
+  ) {
     for (const dir of parents(file)) if (dir !== "/") out.add(dir);
   }
   return out;
@@ -245,7 +306,8 @@ export function installableDirs(prefix: string): Set<string> {
 /**
  * Validates a parsed manifest for an install under `prefix`. Its paths are trusted for deletion,
  * so each must be exactly one this installer could have installed: the helper's path for this
- * prefix, {@linkcode BRIDGE_CONF}, and directories from {@linkcode installableDirs}.
+ * prefix, {@linkcode BRIDGE_CONF}, the service and units (each at most once), and directories
+ * from {@linkcode installableDirs}.
  *
  * @throws {TypeError} Not our shape, or a path this installer never installs (quoted).
  */
@@ -262,7 +324,12 @@ export function checkManifest(value: unknown, prefix: string): Manifest {
         typeof m.bridgeConf?.text === "string")) ||
     !(m.denort === undefined || m.denort === null ||
       (typeof m.denort === "object" && typeof m.denort.source === "string" &&
-        isSha(m.denort.sha256)))
+        isSha(m.denort.sha256))) ||
+    !(m.service === undefined ||
+      (Array.isArray(m.service) &&
+        m.service.every((f) =>
+          typeof f === "object" && f !== null && typeof f.path === "string" && isSha(f.sha256)
+        )))
   ) {
     throw new TypeError("Not an install manifest of this installer");
   }
@@ -272,6 +339,11 @@ export function checkManifest(value: unknown, prefix: string): Manifest {
   if (m.helper.path !== final.helper) throw never(m.helper.path);
   if (m.bridgeConf !== null && m.bridgeConf.path !== final.bridgeConf) {
     throw never(m.bridgeConf.path);
+  }
+  const serviceFiles = new Set([final.service, ...final.units]);
+  for (const f of m.service ?? []) if (!serviceFiles.has(f.path)) throw never(f.path);
+  if (new Set((m.service ?? []).map((f) => f.path)).size !== (m.service ?? []).length) {
+    throw new TypeError("it names a service file twice");
   }
   const allowed = installableDirs(prefix);
   for (const dir of m.dirs) if (!allowed.has(dir)) throw never(dir);
@@ -289,11 +361,32 @@ export type Step =
     /** Private (root 0700) directory for the compile's HOME and DENO_DIR. */
     home: string;
     denort?: string;
+    /** Compile the bridge service (SERVICE_COMPILE_FLAGS, service/main.ts), not the helper. */
+    service?: boolean;
   }
   | { op: "stage"; from: string; to: string }
   | { op: "verify"; path: string }
+  | { op: "verify-service"; path: string }
   | { op: "mkdir"; path: string }
-  | { op: "install"; from: string; to: string; group: string; gid: number; replaces: boolean }
+  | {
+    op: "install";
+    from: string;
+    to: string;
+    group: string;
+    gid: number;
+    replaces: boolean;
+    /** File mode; 0750 (the group may run the helper) when absent. */
+    mode?: number;
+  }
+  | {
+    op: "install-unit";
+    /** The unit as shipped in the repository's systemd/. */
+    from: string;
+    to: string;
+    /** For the service unit: the installed service's path, for its `ExecStart=`. */
+    execStart?: string;
+    replaces: boolean;
+  }
   | { op: "create-bridge-conf"; path: string; text: string }
   | { op: "keep-bridge-conf"; path: string }
   | {
@@ -304,7 +397,11 @@ export type Step =
     helper: string;
     /** The helper's file to hash (destdir applied). */
     helperFile: string;
+    /** With `--service`: final path and written file (destdir applied) of each service file. */
+    serviceFiles?: { path: string; file: string }[];
   }
+  | { op: "print-enable" }
+  | { op: "remove-file"; path: string; sha256: string }
   | { op: "setcap"; path: string }
   | { op: "getcap"; path: string }
   | { op: "print-setcap"; path: string }
@@ -358,12 +455,14 @@ export function dirChain(dir: string): string[] {
   return dir === "/" ? ["/"] : [...parents(dir), dir];
 }
 
-/** The directories an install or uninstall writes into (destdir not applied). */
-export function targetDirs(prefix: string): string[] {
+/**
+ * The directories an install or uninstall writes into (destdir not applied); with `service`,
+ * the units' directory too.
+ */
+export function targetDirs(prefix: string, service = false): string[] {
   const final = pathsFor(prefix);
-  return [final.helper, final.bridgeConf, final.manifest].map((f) =>
-    f.slice(0, f.lastIndexOf("/"))
-  );
+  return [final.helper, final.bridgeConf, final.manifest, ...(service ? final.units : [])]
+    .map((f) => f.slice(0, f.lastIndexOf("/")));
 }
 
 /**
@@ -393,7 +492,8 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
   const final = pathsFor(options.prefix);
   const d = options.destdir;
   const groupName = options.group ?? DEFAULT_GROUP;
-  const gid = facts.groups.get(groupName);
+  // With the service the helper holds nothing: root:root 0755, anyone may run it.
+  const gid = options.service ? 0 : facts.groups.get(groupName);
   if (gid === undefined) {
     throw new InstallRefusal(
       options.group === undefined
@@ -403,7 +503,7 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
     );
   }
   checkDirs(facts.dirs);
-  if (d === "" && facts.mountOptions.includes("nosuid")) {
+  if (d === "" && !options.service && facts.mountOptions.includes("nosuid")) {
     throw new InstallRefusal(
       `the filesystem holding ${final.helper} is mounted nosuid, so file capabilities are ` +
         "ignored there: choose another --prefix",
@@ -426,6 +526,24 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
     steps.push(compile);
   }
   steps.push({ op: "verify", path: staged });
+  const stagedService = `${facts.staging}/vm-bridged`;
+  if (options.service) {
+    if (options.serviceBinary !== undefined) {
+      steps.push({ op: "stage", from: options.serviceBinary, to: stagedService });
+    } else {
+      const compile: Step = {
+        op: "compile",
+        deno: facts.deno,
+        repo: facts.repo,
+        out: stagedService,
+        home: `${facts.staging}/compile-home`,
+        service: true,
+      };
+      if (options.denort !== undefined) compile.denort = options.denort;
+      steps.push(compile);
+    }
+    steps.push({ op: "verify-service", path: stagedService });
+  }
 
   // DESTDIR itself need not exist (as with `make install DESTDIR=`): made root:root 0755, and
   // not recorded, since uninstall never removes the staging root.
@@ -444,21 +562,55 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
     op: "install",
     from: staged,
     to: d + final.helper,
-    group: groupName,
+    group: options.service ? "root" : groupName,
     gid,
     replaces: facts.existing.has(d + final.helper),
+    ...(options.service ? { mode: 0o755 } : {}),
   });
+  const serviceFiles: { path: string; file: string }[] = [];
+  if (options.service) {
+    steps.push({
+      op: "install",
+      from: stagedService,
+      to: d + final.service,
+      group: "root",
+      gid: 0,
+      replaces: facts.existing.has(d + final.service),
+      mode: 0o755,
+    });
+    serviceFiles.push({ path: final.service, file: d + final.service });
+  }
 
   let bridgeConf: Manifest["bridgeConf"] = facts.previous?.bridgeConf ?? null;
   if (facts.existing.has(d + final.bridgeConf)) {
     steps.push({ op: "keep-bridge-conf", path: d + final.bridgeConf });
   } else {
     for (const dir of missingDirs("/etc/qemu", d, facts.existing)) {
+      if (created.includes(dir)) continue;
       steps.push({ op: "mkdir", path: d + dir });
       created.push(dir);
     }
     steps.push({ op: "create-bridge-conf", path: d + final.bridgeConf, text: DEFAULT_BRIDGE_CONF });
     bridgeConf = { path: final.bridgeConf, text: DEFAULT_BRIDGE_CONF };
+  }
+
+  if (options.service) {
+    for (const dir of missingDirs(UNIT_DIR, d, facts.existing)) {
+      if (created.includes(dir)) continue;
+      steps.push({ op: "mkdir", path: d + dir });
+      created.push(dir);
+    }
+    UNITS.forEach((unit, i) => {
+      const to = final.units[i]!;
+      steps.push({
+        op: "install-unit",
+        from: `${facts.repo}/systemd/${unit}`,
+        to: d + to,
+        ...(unit.endsWith(".service") ? { execStart: final.service } : {}),
+        replaces: facts.existing.has(d + to),
+      });
+      serviceFiles.push({ path: to, file: d + to });
+    });
   }
 
   const manifestDir = final.manifest.slice(0, final.manifest.lastIndexOf("/"));
@@ -472,13 +624,23 @@ export function planInstall(options: InstallOptions, facts: InstallFacts): Step[
   steps.push({
     op: "write-manifest",
     path: d + final.manifest,
-    manifest: { format: 1, bridgeConf, dirs },
+    // A plain install over a --service one keeps the service files on record, for uninstall.
+    manifest: {
+      format: 1,
+      bridgeConf,
+      dirs,
+      ...(!options.service && facts.previous?.service ? { service: facts.previous.service } : {}),
+    },
     helper: final.helper,
     helperFile: d + final.helper,
+    ...(options.service ? { serviceFiles } : {}),
   });
 
-  // Last: any later copy, chown or rename would drop the capability again.
-  if (d === "") {
+  if (options.service) {
+    // No capability anywhere; systemd starts the service with CAP_NET_ADMIN alone, when asked.
+    steps.push({ op: "print-enable" });
+  } else if (d === "") {
+    // Last: any later copy, chown or rename would drop the capability again.
     steps.push({ op: "setcap", path: final.helper }, { op: "getcap", path: final.helper });
   } else {
     steps.push({ op: "print-setcap", path: final.helper });
@@ -494,6 +656,8 @@ export interface UninstallFacts {
   helperSha256: string | null;
   /** The ACL's text now, or null when it is missing. */
   bridgeConfText: string | null;
+  /** SHA-256 now of each service file the manifest records (absent or null: missing). */
+  serviceSha256?: ReadonlyMap<string, string | null>;
 }
 
 /**
@@ -537,6 +701,13 @@ export function planUninstall(
       });
     }
   }
+  for (const f of m.service ?? []) {
+    const now = facts.serviceSha256?.get(f.path) ?? null;
+    if (now === null) notes.push(`${d + f.path} is already gone`);
+    else if (now !== f.sha256) {
+      notes.push(`keeping ${d + f.path}: it changed since it was installed`);
+    } else steps.push({ op: "remove-file", path: d + f.path, sha256: f.sha256 });
+  }
   steps.push({ op: "remove-manifest", path: d + final.manifest });
   for (const dir of [...m.dirs].reverse()) steps.push({ op: "rmdir", path: d + dir });
   return { steps, notes };
@@ -552,9 +723,26 @@ export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_/.,:=+@%-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
-/** The argv of the compile step (after the deno executable). */
-export function compileArgs(out: string): string[] {
-  return ["compile", ...COMPILE_FLAGS, "--output", out, "./helper.ts"];
+/** The argv of the compile step (after the deno executable); `service` builds vm-bridged. */
+export function compileArgs(out: string, service = false): string[] {
+  return service
+    ? ["compile", ...SERVICE_COMPILE_FLAGS, "--output", out, "./service/main.ts"]
+    : ["compile", ...COMPILE_FLAGS, "--output", out, "./helper.ts"];
+}
+
+/**
+ * A unit's text with its `ExecStart=` line pointing at the installed service.
+ *
+ * @param text The unit as shipped in systemd/.
+ * @param execStart The installed service's path.
+ * @returns The text to install.
+ * @throws {InstallRefusal} When the unit has more than one `ExecStart=` line.
+ */
+export function unitText(text: string, execStart: string): string {
+  if ((text.match(/^ExecStart=/gm) ?? []).length > 1) {
+    throw new InstallRefusal("the unit has more than one ExecStart= line");
+  }
+  return text.replace(/^ExecStart=.*$/m, `ExecStart=${execStart}`);
 }
 
 /**
@@ -601,7 +789,7 @@ export function describeStep(step: Step): string {
       return `(cd ${q(step.repo)} && env -i ` +
         Object.entries(compileEnv(step.home, step.denort)).map(([k, v]) => `${k}=${q(v)} `)
           .join("") +
-        `${q(step.deno)} ${compileArgs(step.out).map(q).join(" ")})`;
+        `${q(step.deno)} ${compileArgs(step.out, step.service ?? false).map(q).join(" ")})`;
     case "stage":
       return `cp ${q(step.from)} ${q(step.to)}`;
     case "verify":
@@ -609,11 +797,28 @@ export function describeStep(step: Step): string {
         "helper.ts, guard.ts preloaded, only --allow-ffi, no prompt, no code cache, " +
         "--single-threaded), and not a bare Deno runtime: no arguments, --version and eval " +
         "must each print only the usage line and exit 1";
+    case "verify-service":
+      return `verify ${q(step.path)} is our vm-bridged build: its embedded deno compile metadata ` +
+        "(entry service/main.ts, service/guard.ts preloaded, only --allow-ffi and " +
+        "--allow-env=LISTEN_FDS,LISTEN_PID, no prompt, no code cache, --single-threaded), and " +
+        "not a bare Deno runtime: --version and eval must each refuse with a vm-bridged: " +
+        "message and exit 1";
     case "mkdir":
       return `install -d -o root -g root -m 0755 ${q(step.path)}`;
     case "install":
-      return `install -o root -g ${q(step.group)} -m 0750 ${q(step.from)} ${q(step.to)}` +
-        (step.replaces ? "  # replaces the existing file" : "");
+      return `install -o root -g ${q(step.group)} -m ${
+        (step.mode ?? 0o750).toString(8).padStart(4, "0")
+      } ${q(step.from)} ${q(step.to)}` + (step.replaces ? "  # replaces the existing file" : "");
+    case "install-unit":
+      return `install -o root -g root -m 0644 ${q(step.from)} ${q(step.to)}` +
+        (step.execStart !== undefined ? `  # with ExecStart=${step.execStart}` : "") +
+        (step.replaces
+          ? `${step.execStart !== undefined ? ";" : "  #"} replaces the existing file`
+          : "");
+    case "print-enable":
+      return `not run: the installer starts and enables nothing; to start the service: ${ENABLE_LINE}`;
+    case "remove-file":
+      return `rm ${q(step.path)}  # still the bytes this installer wrote`;
     case "create-bridge-conf":
       return `create ${q(step.path)} (root:root 0644) containing ${JSON.stringify(step.text)}`;
     case "keep-bridge-conf":
@@ -674,6 +879,39 @@ export function judgeProbe(args: readonly string[], out: ProbeOutput): string | 
   }
   if (out.code !== 1 || out.stdout !== "" || out.stderr !== USAGE + "\n") {
     return `${shown} did not print exactly the helper's usage line and exit 1 ` +
+      `(exit ${out.code}, stderr ${JSON.stringify(out.stderr.slice(0, 200))})`;
+  }
+  return undefined;
+}
+
+/**
+ * The probes a candidate vm-bridged must refuse with one `vm-bridged: ` line and exit 1: as the
+ * installer (root with every capability) it refuses to run; a bare Deno runtime prints a version
+ * or runs the eval. Never without arguments: that could start serving.
+ */
+export const SERVICE_PROBES: readonly (readonly string[])[] = [
+  ["--version"],
+  ["eval", "console.log('vmb-probe-' + 'ran')"],
+];
+
+/**
+ * Judges one service probe.
+ *
+ * @param args The probe's arguments.
+ * @param out What the binary did.
+ * @returns Why it is not vm-bridged, or undefined when it answered as vm-bridged does.
+ */
+export function judgeServiceProbe(args: readonly string[], out: ProbeOutput): string | undefined {
+  const shown = `\`${["BINARY", ...args].join(" ")}'`;
+  const all = out.stdout + out.stderr;
+  if (/\bdeno\s+v?\d+\.\d+/i.test(all)) {
+    return `${shown} printed a Deno version: it is a bare Deno runtime, not vm-bridged`;
+  }
+  if (all.includes("vmb-probe-ran")) {
+    return `${shown} ran the code given to eval: it is a bare Deno runtime, not vm-bridged`;
+  }
+  if (out.code !== 1 || out.stdout !== "" || !out.stderr.startsWith("vm-bridged: ")) {
+    return `${shown} did not refuse with a vm-bridged: message and exit 1 ` +
       `(exit ${out.code}, stderr ${JSON.stringify(out.stderr.slice(0, 200))})`;
   }
   return undefined;

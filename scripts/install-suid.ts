@@ -20,6 +20,7 @@ import {
   InstallRefusal,
   InstallUsageError,
   judgeProbe,
+  judgeServiceProbe,
   type Manifest,
   mountOptionsFor,
   parseGroupFile,
@@ -27,18 +28,27 @@ import {
   pathsFor,
   planInstall,
   planUninstall,
+  type ProbeOutput,
   PROBES,
+  SERVICE_PROBES,
   type Step,
   summarizeCompileError,
   targetDirs,
+  unitText,
 } from "./_install_plan.ts";
-import { judgeHelperMetadata, readStandaloneMetadata } from "./_denort_meta.ts";
+import {
+  type ExpectedBuild,
+  HELPER_BUILD,
+  judgeMetadata,
+  readStandaloneMetadata,
+  SERVICE_BUILD,
+} from "./_denort_meta.ts";
 import { judgeOwnFile, SafeDir, splitPath, UnsafePathError } from "./_safe_fs.ts";
 import { E, OsError, readSmallFile } from "../sys/libc.ts";
 
 const REPO = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 const PROBE_TIMEOUT_MS = 15_000;
-/** Upper bounds for what is read back: a manifest is a few hundred bytes, a helper ~100 MB. */
+/** Upper bounds for what is read back: a manifest is a few hundred bytes, a binary ~100 MB. */
 const MANIFEST_LIMIT = 1 << 20;
 const HELPER_LIMIT = 1 << 30;
 
@@ -101,7 +111,11 @@ async function gatherInstallFacts(options: InstallOptions, staging: string): Pro
   // Every directory from / down to each directory written into (DESTDIR's own parents too):
   // planInstall() refuses the install unless each existing one is root's alone.
   const chain = new Set<string>();
-  for (const dir of targetDirs(options.prefix)) for (const p of dirChain(d + dir)) chain.add(p);
+  for (const dir of targetDirs(options.prefix, options.service)) {
+    for (const p of dirChain(d + dir)) {
+      chain.add(p);
+    }
+  }
   if (d !== "") { for (const p of dirChain(d)) chain.add(p); }
   const existing = new Set<string>();
   const dirs = new Map<string, { uid: number; mode: number }>();
@@ -111,7 +125,9 @@ async function gatherInstallFacts(options: InstallOptions, staging: string): Pro
     existing.add(p);
     dirs.set(p, { uid: st.uid ?? -1, mode: st.mode ?? 0 });
   }
-  for (const path of [final.helper, final.bridgeConf, final.manifest]) {
+  for (
+    const path of [final.helper, final.bridgeConf, final.manifest, final.service, ...final.units]
+  ) {
     if ((await lstatOrNull(d + path)) !== null) existing.add(d + path);
   }
   const facts: InstallFacts = {
@@ -158,22 +174,28 @@ async function command(
 
 /**
  * Verifies a candidate binary before it is ever run: its embedded `deno compile` metadata must
- * be our build's. Then runs the probes, in an empty directory with an empty environment.
+ * be exactly `build`. Then runs the probes, in an empty directory with an empty environment.
  */
-async function verifyHelper(path: string, scratch: string): Promise<void> {
+async function verifyBinary(
+  path: string,
+  scratch: string,
+  build: ExpectedBuild,
+  probes: readonly (readonly string[])[],
+  judge: (args: readonly string[], out: ProbeOutput) => string | undefined,
+): Promise<void> {
   let problems: string[];
   try {
-    problems = judgeHelperMetadata(readStandaloneMetadata(await Deno.readFile(path)));
+    problems = judgeMetadata(readStandaloneMetadata(await Deno.readFile(path)), build);
   } catch (e) {
     if (!(e instanceof SyntaxError)) throw e;
     throw new InstallRefusal(`refusing to install ${path}: ${e.message}`);
   }
   if (problems.length > 0) {
     throw new InstallRefusal(
-      `refusing to install ${path}: it is not our helper's build: ${problems.join("; ")}`,
+      `refusing to install ${path}: it is not our ${build.name}'s build: ${problems.join("; ")}`,
     );
   }
-  for (const args of PROBES) {
+  for (const args of probes) {
     let out;
     try {
       const r = await new Deno.Command(path, {
@@ -195,7 +217,7 @@ async function verifyHelper(path: string, scratch: string): Promise<void> {
     } catch (e) {
       throw new InstallRefusal(`cannot run ${path} to verify it: ${(e as Error).message}`);
     }
-    const reason = judgeProbe(args, out);
+    const reason = judge(args, out);
     if (reason !== undefined) throw new InstallRefusal(`refusing to install ${path}: ${reason}`);
   }
 }
@@ -235,15 +257,16 @@ async function denortUsed(step: Extract<Step, { op: "compile" }>): Promise<Denor
 
 /** What executing the steps has learned so far, for the manifest. */
 interface RunState {
-  helperSha256?: string;
   denort?: DenortRecord;
+  /** SHA-256 of the bytes the install steps wrote, by file (destdir applied). */
+  written: Map<string, string>;
 }
 
 async function execute(step: Step, scratch: string, state: RunState): Promise<void> {
   switch (step.op) {
     case "compile": {
       await Deno.mkdir(`${step.home}/deno-dir`, { recursive: true, mode: 0o700 });
-      const r = await command([step.deno, ...compileArgs(step.out)], {
+      const r = await command([step.deno, ...compileArgs(step.out, step.service ?? false)], {
         cwd: step.repo,
         clearEnv: true,
         env: compileEnv(step.home, step.denort),
@@ -252,11 +275,20 @@ async function execute(step: Step, scratch: string, state: RunState): Promise<vo
         throw new InstallRefusal(
           `deno compile failed (${r.code}): ${summarizeCompileError(r.stderr)}; ` +
             "without network, pass --denort PATH (a denort of the same Deno version) or " +
-            "--binary PATH (a helper compiled elsewhere)",
+            (step.service
+              ? "--service-binary PATH (a vm-bridged compiled elsewhere)"
+              : "--binary PATH (a helper compiled elsewhere)"),
         );
       }
-      state.denort = await denortUsed(step);
-      say(`    denort ${state.denort.source} sha256 ${state.denort.sha256}`);
+      const used = await denortUsed(step);
+      // Both compiles of a --service install share the private cache: one denort, one record.
+      if (state.denort !== undefined && JSON.stringify(state.denort) !== JSON.stringify(used)) {
+        throw new InstallRefusal(
+          `the two compiles used different denorts: ${state.denort.sha256} and ${used.sha256}`,
+        );
+      }
+      state.denort = used;
+      say(`    denort ${used.source} sha256 ${used.sha256}`);
       return;
     }
     case "stage":
@@ -264,7 +296,15 @@ async function execute(step: Step, scratch: string, state: RunState): Promise<vo
       await Deno.chmod(step.to, 0o700);
       return;
     case "verify":
-      return await verifyHelper(step.path, scratch);
+      return await verifyBinary(step.path, scratch, HELPER_BUILD, PROBES, judgeProbe);
+    case "verify-service":
+      return await verifyBinary(
+        step.path,
+        scratch,
+        SERVICE_BUILD,
+        SERVICE_PROBES,
+        judgeServiceProbe,
+      );
     case "mkdir": {
       const { dir, name } = splitPath(step.path);
       using parent = SafeDir.open(dir);
@@ -278,8 +318,35 @@ async function execute(step: Step, scratch: string, state: RunState): Promise<vo
       const bytes = await Deno.readFile(step.from);
       const { dir, name } = splitPath(step.to);
       using d = SafeDir.open(dir);
-      d.writeFile(name, bytes, { uid: 0, gid: step.gid, mode: 0o750, replace: true });
-      state.helperSha256 = sha256(bytes);
+      d.writeFile(name, bytes, { uid: 0, gid: step.gid, mode: step.mode ?? 0o750, replace: true });
+      state.written.set(step.to, sha256(bytes));
+      return;
+    }
+    case "install-unit": {
+      const text = await Deno.readTextFile(step.from);
+      const bytes = new TextEncoder().encode(
+        step.execStart === undefined ? text : unitText(text, step.execStart),
+      );
+      const { dir, name } = splitPath(step.to);
+      using d = SafeDir.open(dir);
+      d.writeFile(name, bytes, { uid: 0, gid: 0, mode: 0o644, replace: true });
+      state.written.set(step.to, sha256(bytes));
+      return;
+    }
+    case "print-enable":
+      return;
+    case "remove-file": {
+      // Checked again right before removing: only the bytes this installer put there.
+      const { dir, name } = splitPath(step.path);
+      using d = SafeDir.open(dir);
+      d.removeFile(
+        name,
+        HELPER_LIMIT,
+        (bytes) =>
+          sha256(bytes) === step.sha256
+            ? undefined
+            : `${step.path} changed meanwhile; not removing it`,
+      );
       return;
     }
     case "create-bridge-conf": {
@@ -305,14 +372,24 @@ async function execute(step: Step, scratch: string, state: RunState): Promise<vo
       return;
     case "write-manifest": {
       // The hash of exactly the bytes the install step wrote (it always runs first).
-      if (state.helperSha256 === undefined) {
+      const helperSha256 = state.written.get(step.helperFile);
+      if (helperSha256 === undefined) {
         throw new InstallRefusal(`${step.helperFile} was not installed in this run`);
       }
       const manifest: Manifest = {
         ...step.manifest,
-        helper: { path: step.helper, sha256: state.helperSha256 },
+        helper: { path: step.helper, sha256: helperSha256 },
         denort: state.denort ?? null,
       };
+      if (step.serviceFiles !== undefined) {
+        manifest.service = step.serviceFiles.map((f) => {
+          const sha = state.written.get(f.file);
+          if (sha === undefined) {
+            throw new InstallRefusal(`${f.file} was not installed in this run`);
+          }
+          return { path: f.path, sha256: sha };
+        });
+      }
       const { dir, name } = splitPath(step.path);
       using d = SafeDir.open(dir);
       d.writeFile(name, new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n"), {
@@ -404,8 +481,18 @@ async function run(options: InstallOptions): Promise<number> {
       const conf = manifest?.bridgeConf
         ? readVerified(options.destdir + manifest.bridgeConf.path, MANIFEST_LIMIT)
         : null;
+      // The units' directory too, checked from / before anything in it is read or removed.
+      if (manifest?.service !== undefined) {
+        for (const dir of targetDirs(options.prefix, true)) SafeDir.inspect(options.destdir + dir);
+      }
+      const serviceSha256 = new Map<string, string | null>();
+      for (const f of manifest?.service ?? []) {
+        const found = readVerified(options.destdir + f.path, HELPER_LIMIT);
+        serviceSha256.set(f.path, found ? sha256(found.bytes) : null);
+      }
       const plan = planUninstall(options, {
         manifest,
+        serviceSha256,
         helperSha256: helper ? sha256(helper.bytes) : null,
         bridgeConfText: conf ? new TextDecoder().decode(conf.bytes) : null,
       });
@@ -414,7 +501,7 @@ async function run(options: InstallOptions): Promise<number> {
     } else {
       steps = planInstall(options, await gatherInstallFacts(options, scratch));
     }
-    const state: RunState = {};
+    const state: RunState = { written: new Map() };
     for (const step of steps) {
       say(`${options.dryRun ? "would: " : "==> "}${describeStep(step)}`);
       if (!options.dryRun) await execute(step, scratch, state);

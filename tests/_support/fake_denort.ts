@@ -174,6 +174,29 @@ export function fakeCompiledHelper(metadata: unknown = helperMetadata()): Uint8A
   return tinyElf({ note: suiNote(denoSection(metadata)) });
 }
 
+/**
+ * The metadata Deno 2.9.6's `deno compile` wrote for the `compile:service` flags (observed with
+ * a stand-in denort), minus bulky fields: the helper's plus LISTEN_FDS and LISTEN_PID.
+ */
+export function serviceMetadata(): Record<string, unknown> {
+  const m = helperMetadata();
+  (m.permissions as Record<string, unknown>).allow_env = ["LISTEN_FDS", "LISTEN_PID"];
+  m.entrypoint_key = "service/main.ts";
+  m.preload_modules = ["service/guard.ts"];
+  return m;
+}
+
+/** What vm-bridged prints when started as root with every capability (outside its unit). */
+export const SERVICE_REFUSAL = "vm-bridged: refusing to run: thread 1 holds more than " +
+  "CAP_NET_ADMIN: CapEff=000001ffffffffff; start it from vm-bridge.service\n";
+
+/** A compiled vm-bridged as far as the installer can tell: its refusal, exit 1, its metadata. */
+export function fakeCompiledService(
+  metadata: unknown = serviceMetadata(),
+): Uint8Array<ArrayBuffer> {
+  return tinyElf({ note: suiNote(denoSection(metadata)), message: SERVICE_REFUSAL });
+}
+
 const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
   let c = n;
   for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;

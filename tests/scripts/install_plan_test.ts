@@ -422,6 +422,8 @@ test("checkManifest() accepts only the paths this installer could have installed
     [
       "/etc",
       "/etc/qemu",
+      "/etc/systemd", // --service: the units' directory and its parent
+      "/etc/systemd/system",
       "/usr",
       "/usr/local",
       "/usr/local/libexec",
