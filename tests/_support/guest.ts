@@ -21,6 +21,9 @@
  * | `VMB-IDLE`                     | guest waits for `vmb-poweroff` on the console  |
  * | `VMB-POWEROFF`                 | guest got `vmb-poweroff` and powers off        |
  * | `VMB-WATCHDOG-POWEROFF`        | `vmb.timeout` seconds elapsed; powering off    |
+ * | `VMB-TCP-LISTEN <port>`        | `vmb-tcp-recv PORT` on the console: listening  |
+ * | `VMB-TCP-RECV bytes=N sha256=H` | ... one connection read to EOF into /tmp/rx  |
+ * | `VMB-TCP-SENT rc=N t0= t1=`    | `vmb-tcp-send IP PORT`: /tmp/rx sent (uptimes) |
  *
  * Kernel command line parameters read by /init (all optional):
  * `vmb.ip=10.0.77.2/24`, `vmb.peer=10.0.77.1` (or `none`), `vmb.mac=<mac>`
@@ -33,7 +36,7 @@
 import { readModulesInLoadOrder } from "./kmod.ts";
 
 /** Bump when the initramfs layout or /init changes in a way not covered by the key. */
-const GUEST_FORMAT = "vmb-guest-v1";
+const GUEST_FORMAT = "vmb-guest-v2";
 
 /** Guest MAC used by {@linkcode guestCommandLine} unless overridden. */
 export const DEFAULT_GUEST_MAC = "52:54:00:12:34:56";
@@ -346,11 +349,32 @@ else
   fi
 fi
 
+# TCP over busybox nc, driven from the console: receive one connection into /tmp/rx, or send
+# /tmp/rx; the listener's stdin is a FIFO held open, since nc stops at stdin's EOF.
+tcp_recv() {
+  case "$1" in ''|*[!0-9]*) echo "VMB-TCP-FAIL bad port"; return ;; esac
+  rm -f /tmp/rx /tmp/rxin; mkfifo /tmp/rxin
+  ( exec 3<>/tmp/rxin; nc -l -p "$1" <&3 >/tmp/rx
+    echo "VMB-TCP-RECV bytes=$(wc -c </tmp/rx) sha256=$(sha256sum /tmp/rx | cut -d' ' -f1)" ) &
+  i=0
+  while [ $i -lt 50 ] && ! netstat -ltn 2>/dev/null | grep -q ":$1 "; do
+    usleep 100000; i=$((i + 1))
+  done
+  echo "VMB-TCP-LISTEN $1"
+}
+tcp_send() {
+  case "$2" in ''|*[!0-9]*) echo "VMB-TCP-FAIL bad port"; return ;; esac
+  ( t0=$(cut -d' ' -f1 /proc/uptime); nc -w 10 "$1" "$2" </tmp/rx; rc=$?
+    echo "VMB-TCP-SENT rc=$rc t0=$t0 t1=$(cut -d' ' -f1 /proc/uptime)" ) &
+}
+
 echo "VMB-IDLE"
 while :; do
   if read -r cmd; then
     case "$cmd" in
       *${POWEROFF_COMMAND}*) echo "VMB-POWEROFF"; sync; poweroff -f ;;
+      *"vmb-tcp-recv "*) tcp_recv \${cmd#*vmb-tcp-recv} ;;
+      *"vmb-tcp-send "*) tcp_send \${cmd#*vmb-tcp-send} ;;
     esac
   else
     sleep 3600

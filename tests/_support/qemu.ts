@@ -54,6 +54,20 @@ export interface RunQemuPingOptions {
   extraQemuArgs?: string[];
   /** Environment for the spawned prefix/QEMU (added to the inherited environment). */
   env?: Record<string, string>;
+  /**
+   * Runs once both pings are done and the guest is idle, before it is powered off: drives the
+   * guest's console commands (e.g. `vmb-tcp-recv PORT`, see guest.ts). A throw fails the run
+   * (QEMU is still stopped and reaped).
+   */
+  whileIdle?: (guest: GuestConsole) => Promise<void>;
+}
+
+/** The guest's serial console, for {@linkcode RunQemuPingOptions.whileIdle}. */
+export interface GuestConsole {
+  /** Writes one line to the console. */
+  send(line: string): Promise<void>;
+  /** The first match of `re` in the whole serial output so far or within `ms`, else undefined. */
+  wait(re: RegExp, ms: number): Promise<RegExpMatchArray | undefined>;
 }
 
 /** Result of {@linkcode runQemuPing}. */
@@ -322,6 +336,15 @@ export async function runQemuPing(opts: RunQemuPingOptions): Promise<RunQemuPing
       );
     }
     idle = !!(await out.wait(new RegExp(`^${MARKERS.idle}\\r?\\n`, "m"), Date.now() + 2000));
+    if (opts.whileIdle) {
+      if (!idle) throw fail(`no ${MARKERS.idle} after the pings`);
+      await opts.whileIdle({
+        send: async (line) => {
+          await stdin.write(new TextEncoder().encode(`${line}\n`));
+        },
+        wait: (re, ms) => out.wait(re, Math.min(deadline, Date.now() + ms)),
+      });
+    }
     const readyAt = out.text.indexOf(readyLine);
     const guestPingText = out.text.slice(readyAt, out.text.indexOf(verdict[1]!, readyAt));
     result = {
