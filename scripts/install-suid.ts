@@ -335,7 +335,8 @@ async function execute(step: Step, scratch: string, state: RunState): Promise<vo
     }
     case "print-enable":
       return;
-    case "remove-file": {
+    case "remove-file":
+    case "remove-helper": {
       // Checked again right before removing: only the bytes this installer put there.
       const { dir, name } = splitPath(step.path);
       using d = SafeDir.open(dir);
@@ -418,20 +419,6 @@ async function execute(step: Step, scratch: string, state: RunState): Promise<vo
     }
     case "print-setcap":
       return;
-    case "remove-helper": {
-      // Checked again right before removing: only the bytes this installer put there.
-      const { dir, name } = splitPath(step.path);
-      using d = SafeDir.open(dir);
-      d.removeFile(
-        name,
-        HELPER_LIMIT,
-        (bytes) =>
-          sha256(bytes) === step.sha256
-            ? undefined
-            : `${step.path} changed meanwhile; not removing it`,
-      );
-      return;
-    }
     case "remove-bridge-conf": {
       const { dir, name } = splitPath(step.path);
       using d = SafeDir.open(dir);
