@@ -4,14 +4,7 @@
 // make any threshold flaky, and three rounds are too few (the bench says so itself).
 
 import assert from "node:assert/strict";
-import { ROOT, rootTest, run } from "../_support/ns.ts";
-
-/** The network namespaces that exist now. */
-async function namespaces(): Promise<string[]> {
-  const out = await run(["ip", "-j", "netns", "list"]);
-  if (out.code !== 0 || out.stdout.trim() === "") return [];
-  return (JSON.parse(out.stdout) as { name: string }[]).map((n) => n.name);
-}
+import { namespaces, rootTest, runTask } from "../_support/ns.ts";
 
 /** The bench's temporary trees under the temp directory. */
 async function benchDirs(): Promise<string[]> {
@@ -25,20 +18,8 @@ async function benchDirs(): Promise<string[]> {
 
 rootTest("bench:helper smoke run: every step of the start-up breakdown, nothing left", async () => {
   const dirsBefore = new Set(await benchDirs());
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["task", "bench:helper", "--runs=3"],
-    cwd: ROOT,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const killer = setTimeout(() => child.kill("SIGKILL"), 240_000);
-  const out = await child.output();
-  clearTimeout(killer);
-  const stdout = new TextDecoder().decode(out.stdout);
-  const stderr = new TextDecoder().decode(out.stderr);
-  const context = `\n--- stdout ---\n${stdout}\n--- stderr ---\n${stderr}`;
+  const out = await runTask(["bench:helper", "--runs=3"], 240_000);
+  const { stdout, context } = out;
 
   assert.equal(out.code, 0, `bench:helper exited ${out.code}${context}`);
   const ns = /^bench:helper in namespace (vmbh-\d+-1) /m.exec(stdout)?.[1];

@@ -2,26 +2,13 @@
 // intact, and no namespace or Open vSwitch daemon is left behind.
 
 import assert from "node:assert/strict";
-import { ROOT, rootTest, run } from "../_support/ns.ts";
+import { rootTest, run, runTask } from "../_support/ns.ts";
 
 rootTest(
   "deno task demo --hosts joins two hosts by Linux and Open vSwitch tunnels and cleans up",
   async () => {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["task", "demo", "--hosts"],
-      cwd: ROOT,
-      env: { NO_COLOR: "1" },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const killer = setTimeout(() => child.kill("SIGKILL"), 420_000);
-    const out = await child.output();
-    clearTimeout(killer);
-    const stdout = new TextDecoder().decode(out.stdout);
-    const context = `\n--- stdout ---\n${stdout}\n--- stderr ---\n${
-      new TextDecoder().decode(out.stderr)
-    }`;
+    const out = await runTask(["demo", "--hosts"], 420_000);
+    const { stdout, context } = out;
     assert.equal(out.code, 0, `demo --hosts exited ${out.code}${context}`);
     assert.equal(
       stdout.match(/3 packets transmitted, 3 received, 0% packet loss/g)?.length,

@@ -2,30 +2,11 @@
 // show three ping replies and the tap in the bridge, and leave no namespace behind.
 
 import assert from "node:assert/strict";
-import { ROOT, rootTest, run } from "../_support/ns.ts";
-
-/** The network namespaces that exist now. */
-async function namespaces(): Promise<string[]> {
-  const out = await run(["ip", "-j", "netns", "list"]);
-  if (out.code !== 0 || out.stdout.trim() === "") return [];
-  return (JSON.parse(out.stdout) as { name: string }[]).map((n) => n.name);
-}
+import { namespaces, rootTest, runTask } from "../_support/ns.ts";
 
 rootTest("deno task demo pings a Deno-hosted machine through a bridge and cleans up", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["task", "demo"],
-    cwd: ROOT,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const killer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-  const out = await child.output();
-  clearTimeout(killer);
-  const stdout = new TextDecoder().decode(out.stdout);
-  const stderr = new TextDecoder().decode(out.stderr);
-  const context = `\n--- stdout ---\n${stdout}\n--- stderr ---\n${stderr}`;
+  const out = await runTask(["demo"], 60_000);
+  const { stdout, context } = out;
 
   assert.equal(out.code, 0, `demo exited ${out.code}${context}`);
   // The demo names its namespace vmb-demo-<pid of its deno>-1 (deno task runs it as a
