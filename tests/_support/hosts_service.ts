@@ -88,14 +88,20 @@ async function untilEmpty(f: () => Promise<string[]>, ms: number): Promise<strin
 
 /** A failure with both guests' consoles and both services' lines. */
 class TwoGuestsError extends Error {
-  constructor(message: string, guests: Partial<Record<Host, QemuGuest>>, services: ServiceProc[]) {
+  constructor(
+    message: string,
+    guests: Partial<Record<Host, QemuGuest>>,
+    services: Partial<Record<Host, ServiceProc>>,
+  ) {
     const tail = (s: string) => s.length > 6000 ? `[...]\n${s.slice(-6000)}` : s;
     const parts = [message];
     for (const [h, g] of Object.entries(guests)) {
       parts.push(`--- guest ${h}: serial ---\n${tail(g.serial)}`);
       parts.push(`--- guest ${h}: QEMU stderr ---\n${tail(g.stderr)}`);
     }
-    services.forEach((s, i) => parts.push(`--- service ${i}: ---\n${s.lines.join("\n")}`));
+    for (const [h, svc] of Object.entries(services)) {
+      parts.push(`--- host ${h}'s service ---\n${svc.lines.join("\n")}`);
+    }
     super(parts.join("\n"));
     this.name = "TwoGuestsError";
   }
@@ -119,10 +125,8 @@ export async function serviceGuests(
   const guests: Partial<Record<Host, QemuGuest>> = {};
   const sandboxes: (() => Promise<void>)[] = [];
   const cleanups: (() => Promise<void>)[] = [];
-  const fail = (msg: string) =>
-    new TwoGuestsError(msg, guests, Object.values(services) as ServiceProc[]);
+  const fail = (msg: string) => new TwoGuestsError(msg, guests, services);
   try {
-    const starts: Promise<QemuGuest>[] = [];
     for (const h of ["a", "b"] as const) {
       const denoDir = await tempDirFor(65534, 0o700, "vmb-denodir-");
       cleanups.push(async () => await denoDir[Symbol.asyncDispose]());
@@ -159,9 +163,9 @@ export async function serviceGuests(
         // completes them.
         ...(kind === "linux" ? {} : { extraQemuArgs: ["-global", "virtio-net-pci.csum=off"] }),
       };
-      starts.push(QemuGuest.start(opts).then((g) => guests[h] = g));
+      // Returns once QEMU is spawned: the two guests boot at the same time.
+      guests[h] = await QemuGuest.start(opts);
     }
-    await Promise.all(starts);
     const a = guests.a!;
     const b = guests.b!;
     const [readyA, readyB] = await Promise.all([a.ready(deadline), b.ready(deadline)]).catch(
