@@ -1,10 +1,11 @@
 // `sudo deno task demo --hosts`: two namespaces standing for two hosts, joined only by an
 // underlay veth; VMs on either host on one Ethernet segment, first through Linux bridges and a
 // kernel VXLAN port, then through Open vSwitch netdev bridges and a userspace VXLAN tunnel.
-// The VMs are namespaces with a veth into the host's bridge (their own kernel TCP/IP stack);
-// then host A runs its own bridge service and an unmodified QEMU, as uid 65534 with our helper
-// without capability, gets its tap from it (tests/_support/hosts_service.ts): the guest and VM B
-// ping each other and move 4 MiB over TCP both ways. Everything is removed at the end.
+// First, quickly, VMs that are namespaces with a veth into the host's bridge (their own kernel
+// TCP/IP stack); then each host runs its own bridge service and an unmodified QEMU, as uid 65534
+// with our helper without capability, gets its tap from its host's service
+// (tests/_support/hosts_service.ts): the two guests ping each other and move 4 MiB over TCP both
+// ways. Everything is removed at the end.
 
 import {
   BRIDGE,
@@ -36,7 +37,7 @@ export async function hostsDemo(say: (s: string) => void): Promise<boolean> {
     return false;
   }
   const { buildGuest } = await import("../tests/_support/guest.ts");
-  const { GUEST, serviceGuest } = await import("../tests/_support/hosts_service.ts");
+  const { GUESTS, serviceGuests } = await import("../tests/_support/hosts_service.ts");
   say("building the tiny QEMU guest (Debian kernel + busybox initramfs)...");
   const guest = await buildGuest();
   let ok = true;
@@ -72,26 +73,44 @@ export async function hostsDemo(say: (s: string) => void): Promise<boolean> {
     ok &&= p.ok && t.intact;
 
     say(
-      `\nQEMU on host A as uid 65534, our helper without capability; host A's bridge service ` +
-        `(vm-bridged${kind === "linux" ? "" : " --ovsdb"}) gives the tap; guest ${GUEST}`,
+      `\nNow a QEMU guest on each host, each as uid 65534 with our helper without capability, ` +
+        `each getting its tap from its own host's bridge service ` +
+        `(vm-bridged${kind === "linux" ? "" : " --ovsdb <that host's database>"}): ` +
+        `guest A ${GUESTS.a.ip} on host A, guest B ${GUESTS.b.ip} on host B, booting at once`,
     );
     try {
-      const g = await serviceGuest(hosts, vmB, guest);
-      const q = g.qemu;
+      const g = await serviceGuests(hosts, guest);
+      const { a, b } = g.hosts;
+      const open = (lines: string[]) =>
+        lines.find((l) => / op=open /.test(l))?.replace(/^.*?(event=request)/, "$1") ?? "(none)";
+      say(`host A's service: ${open(a.serviceLines)}`);
+      say(`host B's service: ${open(b.serviceLines)}`);
       say(
-        `guest booted in ${(q.bootMs / 1000).toFixed(1)} s; VM B -> guest ping ` +
-          `${q.hostLossPercent}% loss (${q.hostRttsMs.join("/")} ms), guest -> VM B ping ` +
-          `${q.guestPingOk ? "ok" : "FAILED"} (${q.guestRttsMs.join("/")} ms)`,
+        `guests booted in ${(a.bootMs / 1000).toFixed(1)} s (A) and ${
+          (b.bootMs / 1000).toFixed(1)
+        } s (B) under TCG`,
       );
       say(
-        `4 MiB over TCP VM B -> guest -> VM B: SHA-256 matches both ways, ` +
-          `${g.moved.toGuestMs} ms and ${g.moved.fromGuestMs} ms; ` +
-          `taps left ${g.tapsLeft.length}, OVS ports left ${g.portsLeft.length}`,
+        `guest A -> guest B ping: ${a.ping.lossPercent}% loss (${a.ping.rttsMs.join("/")} ms); ` +
+          `guest B -> guest A ping: ${b.ping.lossPercent}% loss (${b.ping.rttsMs.join("/")} ms)`,
       );
-      ok &&= q.hostPingOk && q.guestPingOk && g.tapsLeft.length === 0 &&
-        g.portsLeft.length === 0;
+      say(
+        `4 MiB over TCP (busybox nc in both guests), SHA-256 the same at both ends: ` +
+          `A -> B ${g.moved.aToB.wallMs} ms, B -> A ${g.moved.bToA.wallMs} ms ` +
+          `(send command to the receiver's checksum; the sender's nc ran ` +
+          `${g.moved.aToB.senderMs} and ${g.moved.bToA.senderMs} ms)`,
+      );
+      say(
+        `afterwards: taps left A ${a.tapsLeft.length}, B ${b.tapsLeft.length}; ` +
+          `OVS ports left A ${a.portsLeft.length}, B ${b.portsLeft.length}`,
+      );
+      ok &&= a.ping.lossPercent === 0 && b.ping.lossPercent === 0 &&
+        [a, b].every((h) =>
+          h.tapsLeft.length === 0 && h.portsLeft.length === 0 &&
+          h.serviceLines.some((l) => / op=open .* decision=allow/.test(l))
+        );
     } catch (e) {
-      say(`the QEMU guest through the service FAILED: ${(e as Error).message}`);
+      say(`the QEMU guests through the services FAILED: ${(e as Error).message}`);
       ok = false;
     }
   }

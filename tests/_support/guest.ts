@@ -24,6 +24,8 @@
  * | `VMB-TCP-LISTEN <port>`        | `vmb-tcp-recv PORT` on the console: listening  |
  * | `VMB-TCP-RECV bytes=N sha256=H` | ... one connection read to EOF into /tmp/rx  |
  * | `VMB-TCP-SENT rc=N t0= t1=`    | `vmb-tcp-send IP PORT`: /tmp/rx sent (uptimes) |
+ * | `VMB-TCP-MADE bytes=N sha256=H` | `vmb-tcp-make N`: N random bytes in /tmp/rx   |
+ * | `VMB-PING-DONE <ip> rc=N`      | `vmb-ping IP N`: `ping -c N -W 2 IP` ended     |
  *
  * Kernel command line parameters read by /init (all optional):
  * `vmb.ip=10.0.77.2/24`, `vmb.peer=10.0.77.1` (or `none`), `vmb.mac=<mac>`
@@ -362,6 +364,17 @@ tcp_recv() {
   done
   echo "VMB-TCP-LISTEN $1"
 }
+tcp_make() {
+  case "$1" in ''|*[!0-9]*) echo "VMB-TCP-FAIL bad size"; return ;; esac
+  head -c "$1" /dev/urandom >/tmp/rx
+  echo "VMB-TCP-MADE bytes=$(wc -c </tmp/rx) sha256=$(sha256sum /tmp/rx | cut -d' ' -f1)"
+}
+guest_ping() {
+  case "$1" in ''|*[!0-9.]*) echo "VMB-PING-DONE bad-address rc=2"; return ;; esac
+  case "$2" in ''|*[!0-9]*) echo "VMB-PING-DONE $1 rc=2"; return ;; esac
+  ping -c "$2" -W 2 "$1"
+  echo "VMB-PING-DONE $1 rc=$?"
+}
 tcp_send() {
   case "$2" in ''|*[!0-9]*) echo "VMB-TCP-FAIL bad port"; return ;; esac
   ( t0=$(cut -d' ' -f1 /proc/uptime); nc -w 10 "$1" "$2" </tmp/rx; rc=$?
@@ -375,6 +388,8 @@ while :; do
       *${POWEROFF_COMMAND}*) echo "VMB-POWEROFF"; sync; poweroff -f ;;
       *"vmb-tcp-recv "*) tcp_recv \${cmd#*vmb-tcp-recv} ;;
       *"vmb-tcp-send "*) tcp_send \${cmd#*vmb-tcp-send} ;;
+      *"vmb-tcp-make "*) tcp_make \${cmd#*vmb-tcp-make} ;;
+      *"vmb-ping "*) guest_ping \${cmd#*vmb-ping} ;;
     esac
   else
     sleep 3600

@@ -1,6 +1,8 @@
 /**
  * Boot the test guest (see `guest.ts`) under QEMU inside an existing network
- * namespace, ping it from the namespace, and collect timings.
+ * namespace, ping it from the namespace, and collect timings
+ * ({@linkcode runQemuPing}); or start guests, drive their consoles and stop
+ * them yourself ({@linkcode QemuGuest}, e.g. two guests pinging each other).
  *
  * Also small helpers for privileged tests: throwaway namespaces with a bridge,
  * and a command prefix that gives QEMU a private `/etc/qemu/bridge.conf`
@@ -23,10 +25,8 @@ import {
 /** Path of QEMU's own (C) bridge helper on Debian. */
 export const C_BRIDGE_HELPER = "/usr/lib/qemu/qemu-bridge-helper";
 
-/** Options for {@linkcode runQemuPing}. */
-export interface RunQemuPingOptions {
-  /** Existing network namespace to ping the guest from (`ip netns exec <netns> ping ...`). */
-  netns: string;
+/** Options for {@linkcode QemuGuest.start}: the guest, its NIC and how QEMU is started. */
+export interface QemuGuestOptions {
   /** `-netdev` value; must use `id=n0`. E.g. `bridge,id=n0,br=br0,helper=/usr/lib/qemu/qemu-bridge-helper`. */
   netdev: string;
   /**
@@ -36,15 +36,15 @@ export interface RunQemuPingOptions {
    * process group is signalled anyway.
    */
   prefix: string[];
-  /** Deadline for the whole run (boot, both pings); QEMU is killed when it passes. */
+  /** The guest powers itself off after this many ms plus 30 s (a watchdog: QEMU cannot outlive us). */
   timeoutMs: number;
   /** Guest address with prefix length (default 10.0.77.2/24). */
   guestIp?: string;
-  /** Address the guest pings (default 10.0.77.1). */
+  /** Address the guest pings at boot, or `"none"` (default 10.0.77.1). */
   peerIp?: string;
   /** Guest MAC (default 52:54:00:12:34:56). */
   mac?: string;
-  /** Pings in each direction (default 3). */
+  /** Pings the guest sends at boot (default 3). */
   pingCount?: number;
   /** Prebuilt guest (default: {@linkcode buildGuest}()). */
   guest?: GuestImage;
@@ -54,6 +54,16 @@ export interface RunQemuPingOptions {
   extraQemuArgs?: string[];
   /** Environment for the spawned prefix/QEMU (added to the inherited environment). */
   env?: Record<string, string>;
+}
+
+/** Options for {@linkcode runQemuPing}. */
+export interface RunQemuPingOptions extends QemuGuestOptions {
+  /** Existing network namespace to ping the guest from (`ip netns exec <netns> ping ...`). */
+  netns: string;
+  /** Deadline for the whole run (boot, both pings); QEMU is killed when it passes. */
+  timeoutMs: number;
+  /** Pings in each direction (default 3). */
+  pingCount?: number;
   /**
    * Runs once both pings are done and the guest is idle, before it is powered off: drives the
    * guest's console commands (e.g. `vmb-tcp-recv PORT`, see guest.ts). A throw fails the run
@@ -62,12 +72,17 @@ export interface RunQemuPingOptions {
   whileIdle?: (guest: GuestConsole) => Promise<void>;
 }
 
-/** The guest's serial console, for {@linkcode RunQemuPingOptions.whileIdle}. */
+/** The guest's serial console, for {@linkcode RunQemuPingOptions.whileIdle} and {@linkcode QemuGuest}. */
 export interface GuestConsole {
   /** Writes one line to the console. */
   send(line: string): Promise<void>;
-  /** The first match of `re` in the whole serial output so far or within `ms`, else undefined. */
-  wait(re: RegExp, ms: number): Promise<RegExpMatchArray | undefined>;
+  /**
+   * The first match of `re` in the serial output from offset `from` (default 0: all of it) so
+   * far or within `ms`, else undefined.
+   */
+  wait(re: RegExp, ms: number, from?: number): Promise<RegExpMatchArray | undefined>;
+  /** Everything the guest wrote to its console so far (take its length as a `from` offset). */
+  readonly serial: string;
 }
 
 /** Result of {@linkcode runQemuPing}. */
@@ -151,12 +166,12 @@ class TextSink {
   }
 
   /**
-   * Resolve with the first match of `re` (searched from the start), or with
-   * `undefined` on EOF or at `deadline` (epoch ms). The text may end mid-line
-   * (a chunk boundary), so line patterns must require their `\n`, not `$`.
+   * Resolve with the first match of `re` (searched from offset `from`, default the start), or
+   * with `undefined` on EOF or at `deadline` (epoch ms). The text may end mid-line (a chunk
+   * boundary), so line patterns must require their `\n`, not `$`.
    */
-  wait(re: RegExp, deadline: number): Promise<RegExpMatchArray | undefined> {
-    const found = () => this.text.match(re) ?? undefined;
+  wait(re: RegExp, deadline: number, from = 0): Promise<RegExpMatchArray | undefined> {
+    const found = () => this.text.slice(from).match(re) ?? undefined;
     if (found() || this.closed || Date.now() >= deadline) return Promise.resolve(found());
     return new Promise((resolve) => {
       const finish = () => {
@@ -207,6 +222,189 @@ export function parsePingLoss(out: string): number {
   return m ? Number(m[1]) : 100;
 }
 
+/** A booted guest's `VMB-READY` line: see {@linkcode QemuGuest.ready}. */
+export interface GuestReady {
+  /** ms from spawning QEMU to the guest's `VMB-READY` line. */
+  bootMs: number;
+  /** The `VMB-READY ...` line. */
+  readyLine: string;
+  /** The guest's address, from that line. */
+  ip: string;
+}
+
+/** How a {@linkcode QemuGuest} ended. */
+export interface GuestStopped {
+  /** `"poweroff"` (the idle guest powered off on request), `"SIGTERM"`, `"SIGKILL"`, or `"exited"` by itself. */
+  stoppedBy: "poweroff" | "SIGTERM" | "SIGKILL" | "exited";
+  /** QEMU's exit status. */
+  status: Deno.CommandStatus;
+}
+
+/**
+ * One QEMU running the test guest (guest.ts), its serial console on QEMU's stdio: start it, wait
+ * for its boot, drive its console, stop it. Several may run at once (give each its own `mac` and
+ * `guestIp`). {@linkcode QemuGuest.stop} (or `await using`) always stops and reaps QEMU: a
+ * powered-off request when the guest is idle, then SIGTERM, then SIGKILL to its process group.
+ */
+export class QemuGuest implements AsyncDisposable {
+  /** QEMU's (or the prefix's) pid; it leads its own process group. */
+  readonly pid: number;
+  /** `Date.now()` when QEMU was spawned. */
+  readonly startedAt: number;
+  /** The serial console (waits have no deadline beyond their own `ms`). */
+  readonly console: GuestConsole;
+  #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  #out: TextSink;
+  #err: TextSink;
+  #exited = false;
+  #status: Promise<Deno.CommandStatus>;
+  #stopped: Promise<GuestStopped> | undefined;
+
+  private constructor(child: Deno.ChildProcess) {
+    this.pid = child.pid;
+    this.startedAt = Date.now();
+    this.#stdin = child.stdin.getWriter();
+    this.#out = new TextSink(child.stdout);
+    this.#err = new TextSink(child.stderr);
+    this.#status = child.status.then((s) => {
+      this.#exited = true;
+      return s;
+    });
+    const out = this.#out;
+    const send = this.send.bind(this);
+    this.console = {
+      send,
+      wait: (re, ms, from) => out.wait(re, Date.now() + ms, from),
+      get serial() {
+        return out.text;
+      },
+    };
+  }
+
+  /** Builds the guest unless given, spawns QEMU (detached, own process group) and returns. */
+  static async start(opts: QemuGuestOptions): Promise<QemuGuest> {
+    const guest = opts.guest ?? await buildGuest();
+    const argv = [
+      ...opts.prefix,
+      ...guestCommandLine({
+        guest,
+        netdev: opts.netdev,
+        ip: opts.guestIp ?? DEFAULT_GUEST_IP,
+        peer: opts.peerIp ?? DEFAULT_PEER_IP,
+        mac: opts.mac ?? DEFAULT_GUEST_MAC,
+        pingCount: opts.pingCount ?? 3,
+        // Guest-side watchdog: QEMU cannot outlive us by much even if we are killed.
+        timeoutS: Math.ceil(opts.timeoutMs / 1000) + 30,
+        ...(opts.qemu ? { qemu: opts.qemu } : {}),
+        ...(opts.extraQemuArgs ? { extraArgs: opts.extraQemuArgs } : {}),
+      }),
+    ];
+    const [cmd, ...args] = argv;
+    return new QemuGuest(
+      new Deno.Command(cmd!, {
+        args,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+        detached: true,
+        ...(opts.env ? { env: opts.env } : {}),
+      }).spawn(),
+    );
+  }
+
+  /** Everything QEMU wrote to stdout (the guest's serial console) so far. */
+  get serial(): string {
+    return this.#out.text;
+  }
+
+  /** Everything QEMU (and the prefix) wrote to stderr so far. */
+  get stderr(): string {
+    return this.#err.text;
+  }
+
+  /** QEMU has exited. */
+  get exited(): boolean {
+    return this.#exited;
+  }
+
+  /** A {@linkcode QemuRunError} saying `message`, with QEMU's output so far. */
+  fail(message: string): QemuRunError {
+    return new QemuRunError(message, this.#out.text, this.#err.text);
+  }
+
+  /** Writes one line to the guest's console. */
+  async send(line: string): Promise<void> {
+    await this.#stdin.write(new TextEncoder().encode(`${line}\n`));
+  }
+
+  /** The first match of `re` in the serial output (from offset `from`) by `deadline` (epoch ms). */
+  wait(re: RegExp, deadline: number, from = 0): Promise<RegExpMatchArray | undefined> {
+    return this.#out.wait(re, deadline, from);
+  }
+
+  /**
+   * Waits for the guest's `VMB-READY` line until `deadline` (epoch ms). Throws
+   * {@linkcode QemuRunError} when QEMU exits first, the guest reports `VMB-NO-ETH0`, or the
+   * deadline passes.
+   */
+  async ready(deadline: number): Promise<GuestReady> {
+    const ready = await this.#out.wait(
+      new RegExp(`^(${MARKERS.ready} (\\S+)[^\\r\\n]*|${MARKERS.noEth0})\\r?\\n`, "m"),
+      deadline,
+    );
+    if (!ready) {
+      throw this.fail(
+        this.#exited || this.#out.closed
+          ? `QEMU exited before ${MARKERS.ready}`
+          : `no ${MARKERS.ready} within ${deadline - this.startedAt} ms of starting QEMU`,
+      );
+    }
+    if (ready[1] === MARKERS.noEth0) throw this.fail(`guest reported ${MARKERS.noEth0}`);
+    const bootMs = Date.now() - this.startedAt;
+    const readyLine = ready[1]!.trimEnd();
+    const ip = ready[2]!;
+    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(ip)) {
+      throw this.fail(`bad address in ready line: ${readyLine}`);
+    }
+    return { bootMs, readyLine, ip };
+  }
+
+  /** Stops QEMU (see the class) and reaps it; the same answer on every call. */
+  stop(): Promise<GuestStopped> {
+    return this.#stopped ??= this.#stop();
+  }
+
+  async #stop(): Promise<GuestStopped> {
+    let stoppedBy: GuestStopped["stoppedBy"] = "exited";
+    const idle = new RegExp(`^${MARKERS.idle}\\r?\\n`, "m").test(this.#out.text);
+    if (!this.#exited && idle) {
+      await this.#stdin.write(new TextEncoder().encode(`\n${POWEROFF_COMMAND}\n`)).catch(() => {});
+      if (await within(this.#status, 5000)) stoppedBy = "poweroff";
+    }
+    if (!this.#exited) {
+      killGroup(this.pid, "SIGTERM");
+      if (await within(this.#status, 5000)) stoppedBy = "SIGTERM";
+    }
+    if (!this.#exited) {
+      killGroup(this.pid, "SIGKILL");
+      stoppedBy = "SIGKILL";
+    }
+    const status = await this.#status;
+    await this.#stdin.close().catch(() => {});
+    // Pipes may be held open by stray grandchildren; don't hang on them forever.
+    if (!(await within(Promise.all([this.#out.done, this.#err.done]), 5000))) {
+      killGroup(this.pid, "SIGKILL");
+      await Promise.all([this.#out.done, this.#err.done]);
+    }
+    return { stoppedBy, status };
+  }
+
+  /** {@linkcode QemuGuest.stop}. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
 /**
  * Boot the guest with `opts.netdev`, wait for `VMB-READY`, ping it from
  * `opts.netns`, wait for the guest's own ping verdict, then stop QEMU
@@ -219,87 +417,12 @@ export function parsePingLoss(out: string): number {
  */
 export async function runQemuPing(opts: RunQemuPingOptions): Promise<RunQemuPingResult> {
   const guest = opts.guest ?? await buildGuest();
-  const start = Date.now();
-  const deadline = start + opts.timeoutMs;
-  const guestIp = opts.guestIp ?? DEFAULT_GUEST_IP;
+  const deadline = Date.now() + opts.timeoutMs;
   const pingCount = opts.pingCount ?? 3;
-  const argv = [
-    ...opts.prefix,
-    ...guestCommandLine({
-      guest,
-      netdev: opts.netdev,
-      ip: guestIp,
-      peer: opts.peerIp ?? DEFAULT_PEER_IP,
-      mac: opts.mac ?? DEFAULT_GUEST_MAC,
-      pingCount,
-      // Guest-side watchdog: QEMU cannot outlive us by much even if we are killed.
-      timeoutS: Math.ceil(opts.timeoutMs / 1000) + 30,
-      ...(opts.qemu ? { qemu: opts.qemu } : {}),
-      ...(opts.extraQemuArgs ? { extraArgs: opts.extraQemuArgs } : {}),
-    }),
-  ];
-  const [cmd, ...args] = argv;
-  const child = new Deno.Command(cmd!, {
-    args,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    detached: true,
-    ...(opts.env ? { env: opts.env } : {}),
-  }).spawn();
-  const stdin = child.stdin.getWriter();
-  const out = new TextSink(child.stdout);
-  const err = new TextSink(child.stderr);
-  let exited = false;
-  const statusP = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
-
-  let stoppedBy: RunQemuPingResult["stoppedBy"] = "exited";
-  let idle = false;
-  const stop = async (): Promise<Deno.CommandStatus> => {
-    if (!exited && idle) {
-      await stdin.write(new TextEncoder().encode(`\n${POWEROFF_COMMAND}\n`)).catch(() => {});
-      if (await within(statusP, 5000)) stoppedBy = "poweroff";
-    }
-    if (!exited) {
-      killGroup(child.pid, "SIGTERM");
-      if (await within(statusP, 5000)) stoppedBy = "SIGTERM";
-    }
-    if (!exited) {
-      killGroup(child.pid, "SIGKILL");
-      stoppedBy = "SIGKILL";
-    }
-    const status = await statusP;
-    await stdin.close().catch(() => {});
-    // Pipes may be held open by stray grandchildren; don't hang on them forever.
-    if (!(await within(Promise.all([out.done, err.done]), 5000))) {
-      killGroup(child.pid, "SIGKILL");
-      await Promise.all([out.done, err.done]);
-    }
-    return status;
-  };
-
-  const fail = (msg: string) => new QemuRunError(msg, out.text, err.text);
+  const g = await QemuGuest.start({ ...opts, guest, pingCount });
   let result: Omit<RunQemuPingResult, "serial" | "stderr" | "stoppedBy" | "status">;
   try {
-    const ready = await out.wait(
-      new RegExp(`^(${MARKERS.ready} (\\S+)[^\\r\\n]*|${MARKERS.noEth0})\\r?\\n`, "m"),
-      deadline,
-    );
-    if (!ready) {
-      throw fail(
-        exited || out.closed
-          ? `QEMU exited before ${MARKERS.ready}`
-          : `no ${MARKERS.ready} within ${opts.timeoutMs} ms`,
-      );
-    }
-    if (ready[1] === MARKERS.noEth0) throw fail(`guest reported ${MARKERS.noEth0}`);
-    const bootMs = Date.now() - start;
-    const readyLine = ready[1]!;
-    const ip = ready[2]!;
-    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(ip)) throw fail(`bad address in ready line: ${readyLine}`);
+    const { bootMs, readyLine, ip } = await g.ready(deadline);
 
     const pingAbort = new AbortController();
     const pingTimer = setTimeout(() => pingAbort.abort(), Math.max(1000, deadline - Date.now()));
@@ -321,7 +444,7 @@ export async function runQemuPing(opts: RunQemuPingOptions): Promise<RunQemuPing
     }
     const hostLossPercent = parsePingLoss(hostPing);
 
-    const verdict = await out.wait(
+    const verdict = await g.wait(
       new RegExp(
         `^(${MARKERS.guestPingOk}|${MARKERS.guestPingFail}|${MARKERS.guestPingSkip})\\r?\\n`,
         "m",
@@ -329,24 +452,26 @@ export async function runQemuPing(opts: RunQemuPingOptions): Promise<RunQemuPing
       deadline,
     );
     if (!verdict) {
-      throw fail(
+      throw g.fail(
         `no guest ping verdict (${MARKERS.guestPingOk}/${MARKERS.guestPingFail}) ` +
-          (exited || out.closed ? "before QEMU exited" : `within ${opts.timeoutMs} ms`) +
+          (g.exited ? "before QEMU exited" : `within ${opts.timeoutMs} ms`) +
           `\n--- host ping ---\n${hostPing}`,
       );
     }
-    idle = !!(await out.wait(new RegExp(`^${MARKERS.idle}\\r?\\n`, "m"), Date.now() + 2000));
+    const idle = !!(await g.wait(new RegExp(`^${MARKERS.idle}\\r?\\n`, "m"), Date.now() + 2000));
     if (opts.whileIdle) {
-      if (!idle) throw fail(`no ${MARKERS.idle} after the pings`);
+      if (!idle) throw g.fail(`no ${MARKERS.idle} after the pings`);
       await opts.whileIdle({
-        send: async (line) => {
-          await stdin.write(new TextEncoder().encode(`${line}\n`));
+        send: (line) => g.send(line),
+        wait: (re, ms, from) => g.wait(re, Math.min(deadline, Date.now() + ms), from),
+        get serial() {
+          return g.serial;
         },
-        wait: (re, ms) => out.wait(re, Math.min(deadline, Date.now() + ms)),
       });
     }
-    const readyAt = out.text.indexOf(readyLine);
-    const guestPingText = out.text.slice(readyAt, out.text.indexOf(verdict[1]!, readyAt));
+    const serial = g.serial;
+    const readyAt = serial.indexOf(readyLine);
+    const guestPingText = serial.slice(readyAt, serial.indexOf(verdict[1]!, readyAt));
     result = {
       bootMs,
       hostPing,
@@ -355,18 +480,18 @@ export async function runQemuPing(opts: RunQemuPingOptions): Promise<RunQemuPing
       hostRttsMs: parsePingRtts(hostPing),
       guestPingOk: verdict[1] === MARKERS.guestPingOk,
       guestRttsMs: parsePingRtts(guestPingText),
-      readyLine: readyLine.trimEnd(),
+      readyLine,
     };
   } catch (e) {
-    const status = await stop();
+    const { status } = await g.stop();
     if (e instanceof QemuRunError) {
       e.status = status;
       throw e;
     }
-    throw new QemuRunError(`runQemuPing failed: ${e}`, out.text, err.text);
+    throw new QemuRunError(`runQemuPing failed: ${e}`, g.serial, g.stderr);
   }
-  const status = await stop();
-  return { ...result, serial: out.text, stderr: err.text, stoppedBy, status };
+  const { stoppedBy, status } = await g.stop();
+  return { ...result, serial: g.serial, stderr: g.stderr, stoppedBy, status };
 }
 
 // ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // `sudo deno task demo --hosts`, run as CI runs it (root): both segments carry ping and 4 MiB
-// intact, and no namespace or Open vSwitch daemon is left behind.
+// intact, between veth VMs and between a QEMU guest on each host whose tap comes from its own
+// host's bridge service, and no namespace or Open vSwitch daemon is left behind.
 
 import assert from "node:assert/strict";
 import { rootTest, run, runTask } from "../_support/ns.ts";
@@ -22,11 +23,36 @@ rootTest(
       context,
     );
     assert.match(stdout, /br0 \[internal\], vm1, vxlan0 \[vxlan\]/, context);
-    // Host A's QEMU guest got its tap from host A's service, on both segments.
+    // Each host's QEMU guest got its tap from its own host's service, on both segments.
+    for (const kind of ["linux", "ovs"]) {
+      for (const host of ["A", "B"]) {
+        assert.match(
+          stdout,
+          new RegExp(
+            `^host ${host}'s service: event=request uid=65534 gid=65534 pid=\\d+ comm=\\S+ ` +
+              `op=open bridge=br0 kind=${kind} tap=tap\\d+ decision=allow`,
+            "m",
+          ),
+          context,
+        );
+      }
+    }
     assert.equal(
       stdout.match(
-        /4 MiB over TCP VM B -> guest -> VM B: SHA-256 matches both ways, \d+ ms and \d+ ms; taps left 0, OVS ports left 0/g,
+        /^guest A -> guest B ping: 0% loss \([\d./]+ ms\); guest B -> guest A ping: 0% loss/gm,
       )?.length,
+      2,
+      context,
+    );
+    assert.equal(
+      stdout.match(
+        /^4 MiB over TCP \(busybox nc in both guests\), SHA-256 the same at both ends: A -> B \d+ ms, B -> A \d+ ms/gm,
+      )?.length,
+      2,
+      context,
+    );
+    assert.equal(
+      stdout.match(/^afterwards: taps left A 0, B 0; OVS ports left A 0, B 0$/gm)?.length,
       2,
       context,
     );
