@@ -1,0 +1,167 @@
+// sys/libc.ts's system calls through syscall(2): the helper's start-up binds two symbols (each
+// costs a compiled trampoline), the syscall numbers are the kernel's own, and every wrapper on
+// the helper's path still returns what glibc's function returned and reports errno as before.
+
+import assert from "node:assert/strict";
+import {
+  boundSymbols,
+  capget,
+  close,
+  E,
+  fstat,
+  getpid,
+  getresgid,
+  getresuid,
+  getsockoptInt,
+  ifNameToIndex,
+  ioctl,
+  open,
+  openat,
+  OsError,
+  PR,
+  prctl,
+  read,
+  readSmallFile,
+  S,
+  SOCK,
+  socket,
+  stat,
+  SYSCALL_NUMBERS,
+  write,
+} from "../../sys/libc.ts";
+
+Deno.test("the helper's libc calls bind only syscall and errno's symbol, and strerror for an error", async () => {
+  // A fresh process, so nothing bound by another test counts: every wrapper the helper and its
+  // guard call on the way to the fd (helper.ts, guard.ts, caps/, acl/, net/bridge.ts, net/tap.ts,
+  // net/link.ts, sendFd), each once, then the list of bound symbols.
+  const script = `
+    import * as l from "./sys/libc.ts";
+    l.prctl(l.PR.GET_DUMPABLE, 0, "PR_GET_DUMPABLE");
+    l.getresuid(); l.getresgid(); l.capget(); l.getpid();
+    const fd = l.open("/proc/self/status", l.O.RDONLY);
+    l.fstat(fd); l.read(fd, new Uint8Array(new ArrayBuffer(64))); l.close(fd);
+    const dir = l.open("/proc/self", l.O.RDONLY | l.O.DIRECTORY);
+    l.close(l.openat(dir, "status", l.O.RDONLY)); l.close(dir);
+    l.stat("/proc/self/status");
+    const [a, b] = l.socketpair(l.SOCK.AF_UNIX, l.SOCK.STREAM);
+    l.getsockoptInt(a, l.SOCK.SOL_SOCKET, l.SOCK.SO_DOMAIN); l.peerCred(a);
+    l.sendFd(a, b, 1000);
+    l.write(b, new Uint8Array(new ArrayBuffer(1)));
+    l.close(l.socket(l.SOCK.AF_NETLINK, l.SOCK.RAW, 0));
+    l.close(a); l.close(b);
+    l.ifNameToIndex("lo");
+    try { l.open("/nonexistent/x", l.O.RDONLY); } catch (e) { if (!(e instanceof l.OsError)) throw e; }
+    console.log(JSON.stringify(l.boundSymbols()));
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-config", "--no-lock", "--quiet", script],
+    cwd: new URL("../../", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, stderr);
+  const bound = JSON.parse(new TextDecoder().decode(out.stdout)) as string[];
+  // strerror is bound only for an error's text (the ENOENT above), never on the way to the fd.
+  // (errno's symbol is matched by its prefix: its full name may appear in sys/libc.ts only.)
+  assert.equal(bound.length, 3, JSON.stringify(bound));
+  assert.equal(bound.filter((n) => /^__errno_/.test(n)).length, 1, JSON.stringify(bound));
+  assert.deepEqual(bound.filter((n) => !/^__errno_/.test(n)).sort(), ["strerror", "syscall"]);
+});
+
+Deno.test({
+  name: "SYSCALL_NUMBERS are the kernel headers' numbers for this architecture",
+  permissions: { read: true },
+  fn() {
+    const header = Deno.build.arch === "aarch64"
+      ? "/usr/include/asm-generic/unistd.h"
+      : "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
+    const text = Deno.readTextFileSync(header);
+    const entries = Object.entries(SYSCALL_NUMBERS);
+    assert.ok(entries.length >= 15, "the table is not empty");
+    for (const [name, nr] of entries) {
+      const m = new RegExp(`^#define __NR(?:3264)?_${name}\\s+(\\d+)\\s*$`, "m").exec(text);
+      assert.ok(m, `${name} is not in ${header}`);
+      assert.equal(nr, BigInt(m[1]!), `__NR_${name}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "the syscall-based wrappers return what the kernel says and read errno",
+  permissions: { read: true, ffi: true, sys: ["uid", "gid"] },
+  fn() {
+    assert.equal(getpid(), Deno.pid);
+    const u = getresuid();
+    assert.deepEqual([u.real, u.effective], [Deno.uid(), Deno.uid()]);
+    const g = getresgid();
+    assert.deepEqual([g.real, g.effective], [Deno.gid(), Deno.gid()]);
+    assert.equal(typeof capget().effective, "bigint");
+    assert.ok([0, 1].includes(prctl(PR.GET_DUMPABLE, 0, "PR_GET_DUMPABLE")));
+
+    // errno is read straight after the failing call: ENOENT, EBADF, ENOTTY, EINVAL.
+    assert.throws(() => open("/nonexistent/h9s", 0), (e) => {
+      assert.ok(e instanceof OsError);
+      assert.equal(e.errno, E.ENOENT);
+      assert.equal(e.message, "open(/nonexistent/h9s): No such file or directory");
+      return true;
+    });
+    assert.throws(() => close(-1), (e) => e instanceof OsError && e.errno === 9);
+    const fd = open("/proc/self/status", 0);
+    try {
+      assert.equal(fstat(fd).mode & S.IFMT, S.IFREG);
+      assert.throws(
+        () => ioctl(fd, 0x8933, new Uint8Array(new ArrayBuffer(40)), "SIOCGIFINDEX"),
+        (e) => e instanceof OsError && e.errno === 25 && e.syscall === "ioctl(SIOCGIFINDEX)",
+      );
+      const buf = new Uint8Array(new ArrayBuffer(4096));
+      const n = read(fd, buf);
+      assert.match(new TextDecoder().decode(buf.subarray(0, n)), /^Name:/);
+      assert.throws(() => write(fd, buf), (e) => e instanceof OsError && e.errno === 9);
+    } finally {
+      close(fd);
+    }
+    assert.equal(stat("/proc/self/status").mode & S.IFMT, S.IFREG);
+    const dir = open("/proc/self", 0o200000);
+    try {
+      close(openat(dir, "status", 0));
+      assert.throws(
+        () => openat(dir, "nonexistent", 0),
+        (e) => e instanceof OsError && e.errno === 2,
+      );
+    } finally {
+      close(dir);
+    }
+    assert.match(readSmallFile("/proc/self/status"), new RegExp(`^Pid:\\s+${Deno.pid}$`, "m"));
+    const s = socket(SOCK.AF_UNIX, SOCK.DGRAM);
+    try {
+      assert.equal(getsockoptInt(s, SOCK.SOL_SOCKET, SOCK.SO_DOMAIN), SOCK.AF_UNIX);
+      assert.equal(getsockoptInt(s, SOCK.SOL_SOCKET, SOCK.SO_TYPE), SOCK.DGRAM);
+    } finally {
+      close(s);
+    }
+  },
+});
+
+Deno.test({
+  name: "ifNameToIndex() finds lo and gives 0 for a missing, too long or empty name, as glibc",
+  permissions: { read: true, ffi: true },
+  fn() {
+    const lo = Number(readSmallFile("/sys/class/net/lo/ifindex").trim());
+    assert.equal(ifNameToIndex("lo"), lo);
+    assert.equal(ifNameToIndex("h9s-none0"), 0);
+    assert.equal(ifNameToIndex("x".repeat(16)), 0);
+    assert.equal(ifNameToIndex(""), 0);
+  },
+});
+
+Deno.test({
+  name: "boundSymbols() lists what is bound, each name once",
+  permissions: { ffi: true },
+  fn() {
+    getpid();
+    const names = boundSymbols();
+    assert.ok(names.includes("syscall") && names.some((n) => /^__errno_/.test(n)));
+    assert.equal(new Set(names).size, names.length);
+  },
+});
