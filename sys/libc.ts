@@ -1130,9 +1130,10 @@ export function capset(sets: CapSets): void {
 }
 
 /**
- * if_nametoindex(3); 0 when there is no such interface. Done as glibc does it (a name of 16
- * bytes or more is no interface; otherwise SIOCGIFINDEX on a throwaway datagram socket, Unix or
- * else IPv4, and 0 for any failure), with system calls, so that it binds no symbol of its own.
+ * if_nametoindex(3); 0 when there is no such interface. Done as glibc 2.36 does it, with system
+ * calls so that it binds no symbol of its own: a name of 16 bytes or more is no interface;
+ * otherwise SIOCGIFINDEX on a throwaway datagram socket (netlink, else Unix, else IPv4: the
+ * first family the kernel allows; any of them answers this ioctl), and 0 for any failure.
  */
 export function ifNameToIndex(name: string): number {
   const bytes = cstr(name);
@@ -1140,8 +1141,11 @@ export function ifNameToIndex(name: string): number {
   const ifr = new Uint8Array(new ArrayBuffer(40)); // struct ifreq: name[16], then ifr_ifindex
   ifr.set(bytes);
   const type = L(SOCK.DGRAM | SOCK.CLOEXEC);
-  let fd = sc(NR.socket, L(SOCK.AF_UNIX), type, 0n);
-  if (fd < 0) fd = sc(NR.socket, L(SOCK.AF_INET), type, 0n);
+  let fd = -1;
+  for (const family of [SOCK.AF_NETLINK, SOCK.AF_UNIX, SOCK.AF_INET]) {
+    fd = sc(NR.socket, L(family), type, 0n);
+    if (fd >= 0) break;
+  }
   if (fd < 0) return 0;
   const r = sc(NR.ioctl, L(fd), BigInt(SIOCGIFINDEX), ptr(ifr));
   void ifr;
