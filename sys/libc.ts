@@ -254,36 +254,42 @@ const NR_X86_64 = {
   pidfd_open: 434n,
 } as const;
 
+/** The system call numbers of both supported architectures, for the tests' header check. */
+export const SYSCALL_TABLES: Readonly<
+  Record<"x86_64" | "aarch64", Readonly<Record<keyof typeof NR_X86_64, bigint>>>
+> = {
+  x86_64: NR_X86_64,
+  // aarch64 uses the generic table (asm-generic/unistd.h), which has openat but no open.
+  aarch64: {
+    read: 63n,
+    write: 64n,
+    close: 57n,
+    ioctl: 29n,
+    getpid: 172n,
+    socket: 198n,
+    socketpair: 199n,
+    sendmsg: 211n,
+    getsockopt: 209n,
+    setresuid: 147n,
+    getresuid: 148n,
+    getresgid: 150n,
+    capget: 90n,
+    capset: 91n,
+    prctl: 167n,
+    gettid: 178n,
+    getdents64: 61n,
+    openat: 56n,
+    statx: 291n,
+    pidfd_open: 434n,
+  },
+};
+
 /**
- * The system calls made through syscall(2), by number: x86_64's table, or the generic table
- * that aarch64 uses (asm-generic/unistd.h; it has openat but no open). tests/sys/libc_test.ts
- * checks them against the installed kernel headers.
+ * This architecture's numbers for the system calls made through syscall(2) (LIBC_PATH is chosen
+ * the same way). tests/sys/libc_test.ts checks both tables against the kernel headers.
  */
 export const SYSCALL_NUMBERS: Readonly<Record<keyof typeof NR_X86_64, bigint>> =
-  Deno.build.arch === "aarch64"
-    ? {
-      read: 63n,
-      write: 64n,
-      close: 57n,
-      ioctl: 29n,
-      getpid: 172n,
-      socket: 198n,
-      socketpair: 199n,
-      sendmsg: 211n,
-      getsockopt: 209n,
-      setresuid: 147n,
-      getresuid: 148n,
-      getresgid: 150n,
-      capget: 90n,
-      capset: 91n,
-      prctl: 167n,
-      gettid: 178n,
-      getdents64: 61n,
-      openat: 56n,
-      statx: 291n,
-      pidfd_open: 434n,
-    }
-    : NR_X86_64;
+  SYSCALL_TABLES[Deno.build.arch === "aarch64" ? "aarch64" : "x86_64"];
 const NR = SYSCALL_NUMBERS;
 
 /**
