@@ -140,6 +140,17 @@ Deno.test({
     } finally {
       close(fd);
     }
+    // A view's pointer is its own first byte, not its buffer's: read() into a subarray.
+    const again = open("/proc/self/status", 0);
+    try {
+      const buf = new Uint8Array(new ArrayBuffer(32));
+      assert.equal(read(again, buf.subarray(10, 15)), 5);
+      assert.deepEqual([...buf.subarray(0, 10)], new Array(10).fill(0));
+      assert.equal(new TextDecoder().decode(buf.subarray(10, 15)), "Name:");
+      assert.deepEqual([...buf.subarray(15)], new Array(17).fill(0));
+    } finally {
+      close(fd);
+    }
     assert.equal(stat("/proc/self/status").mode & S.IFMT, S.IFREG);
     const dir = open("/proc/self", 0o200000);
     try {
