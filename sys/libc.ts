@@ -1016,22 +1016,22 @@ export interface Ids {
 
 /** getresuid(2). */
 export function getresuid(): Ids {
-  const ids = new Uint32Array(new ArrayBuffer(12));
-  const p = ptr(ids);
+  const out = new Uint32Array(new ArrayBuffer(12)); // real, effective, saved
+  const p = ptr(out);
   const r = sc(NR.getresuid, p, p + 4n, p + 8n);
-  void ids;
+  void out;
   check("getresuid", r);
-  return { real: ids[0]!, effective: ids[1]!, saved: ids[2]! };
+  return { real: out[0]!, effective: out[1]!, saved: out[2]! };
 }
 
 /** getresgid(2). */
 export function getresgid(): Ids {
-  const ids = new Uint32Array(new ArrayBuffer(12));
-  const p = ptr(ids);
+  const out = new Uint32Array(new ArrayBuffer(12)); // real, effective, saved
+  const p = ptr(out);
   const r = sc(NR.getresgid, p, p + 4n, p + 8n);
-  void ids;
+  void out;
   check("getresgid", r);
-  return { real: ids[0]!, effective: ids[1]!, saved: ids[2]! };
+  return { real: out[0]!, effective: out[1]!, saved: out[2]! };
 }
 
 /** setresuid(2): changes every thread (glibc broadcasts it). */
