@@ -293,12 +293,44 @@ export const SYSCALL_NUMBERS: Readonly<Record<keyof typeof NR_X86_64, bigint>> =
 const NR = SYSCALL_NUMBERS;
 
 /**
- * One system call through glibc's syscall(2); arguments are integers, or pointers from ptr().
- * Returns the result as a number: -1 on failure with errno set (read it next, with errno()).
- * The caller keeps every buffer whose pointer it passed referenced until this returned.
+ * The buffers whose addresses the call in progress uses, directly or inside a struct it reads.
+ * A local read only before the call may be dead to V8's optimizing compilers, and once its
+ * ArrayBuffer is collected (any allocation, a BigInt argument say, may collect) its bytes are
+ * freed while the kernel may still read or write them. Held in this module-level slot, which no
+ * compiler may drop, they live until the call returned. (`void buf;` after the call does not do
+ * this: an unused expression compiles to nothing.)
  */
-function sc(nr: bigint, a = 0n, b = 0n, c = 0n, d = 0n, e = 0n, f = 0n): number {
-  return Number(sys().syscall(nr, a, b, c, d, e, f));
+let inFlight: readonly object[] = [];
+/** No buffers: a call whose arguments are all integers. */
+const NONE: readonly object[] = Object.freeze([]);
+
+/** How many buffers are held for a call now: 0 between calls (the tests check the release). */
+export function buffersInFlight(): number {
+  return inFlight.length;
+}
+
+/**
+ * One system call through glibc's syscall(2); arguments are integers, or pointers from ptr()
+ * into the buffers listed in `keep` (every buffer whose address the kernel will use, struct
+ * members included), which are held for the call. Returns the result as a number: -1 on
+ * failure with errno set (read it next, with errno()).
+ */
+function sc(
+  keep: readonly object[],
+  nr: bigint,
+  a = 0n,
+  b = 0n,
+  c = 0n,
+  d = 0n,
+  e = 0n,
+  f = 0n,
+): number {
+  inFlight = keep;
+  try {
+    return Number(sys().syscall(nr, a, b, c, d, e, f));
+  } finally {
+    inFlight = NONE;
+  }
 }
 
 /** An int argument (fd, flags, option) as syscall(2)'s long: sign-extended, as C does. */
@@ -477,8 +509,7 @@ export const F = {
 /** open(2); `O_CLOEXEC` is always added so no fd leaks into a child by accident. */
 export function open(path: string, flags: number, mode = 0): number {
   const p = cstr(path);
-  const r = sc(NR.openat, AT_FDCWD, ptr(p), L(flags | O.CLOEXEC), L(mode));
-  void p;
+  const r = sc([p], NR.openat, AT_FDCWD, ptr(p), L(flags | O.CLOEXEC), L(mode));
   return check(`open(${path})`, r);
 }
 
@@ -488,8 +519,7 @@ export function open(path: string, flags: number, mode = 0): number {
  */
 export function openat(dirfd: number, path: string, flags: number, mode = 0): number {
   const p = cstr(path);
-  const r = sc(NR.openat, L(dirfd), ptr(p), L(flags | O.CLOEXEC), L(mode));
-  void p;
+  const r = sc([p], NR.openat, L(dirfd), ptr(p), L(flags | O.CLOEXEC), L(mode));
   return check(`openat(${path})`, r);
 }
 
@@ -506,12 +536,12 @@ export function readlinkat(dirfd: number, path: string): Uint8Array<ArrayBuffer>
 
 /** close(2). */
 export function close(fd: number): void {
-  check("close", sc(NR.close, L(fd)));
+  check("close", sc(NONE, NR.close, L(fd)));
 }
 
 /** read(2) into `buf`; returns the byte count, or -1 with EAGAIN on an empty non-blocking fd. */
 export function read(fd: number, buf: Uint8Array<ArrayBuffer>, name = "read"): number {
-  const n = sc(NR.read, L(fd), ptr(buf), BigInt(buf.byteLength));
+  const n = sc([buf], NR.read, L(fd), ptr(buf), BigInt(buf.byteLength));
   if (n < 0) {
     const e = errno();
     if (e === E.EAGAIN) return -1;
@@ -522,7 +552,7 @@ export function read(fd: number, buf: Uint8Array<ArrayBuffer>, name = "read"): n
 
 /** write(2) of `buf`; returns the byte count, or -1 with EAGAIN when a non-blocking fd is full. */
 export function write(fd: number, buf: Uint8Array<ArrayBuffer>, name = "write"): number {
-  const n = sc(NR.write, L(fd), ptr(buf), BigInt(buf.byteLength));
+  const n = sc([buf], NR.write, L(fd), ptr(buf), BigInt(buf.byteLength));
   if (n < 0) {
     const e = errno();
     if (e === E.EAGAIN) return -1;
@@ -571,8 +601,7 @@ export function ioctl(
   arg: Uint8Array<ArrayBuffer>,
   name: string,
 ): number {
-  const r = sc(NR.ioctl, L(fd), BigInt(request), ptr(arg));
-  void arg;
+  const r = sc([arg], NR.ioctl, L(fd), BigInt(request), ptr(arg));
   return check(`ioctl(${name})`, r);
 }
 
@@ -647,8 +676,15 @@ const STATX_BASIC_STATS = 0x7ff;
 export function fstat(fd: number): FileStat {
   const buf = new Uint8Array(new ArrayBuffer(256));
   const empty = cstr("");
-  const r = sc(NR.statx, L(fd), ptr(empty), L(AT_EMPTY_PATH), L(STATX_BASIC_STATS), ptr(buf));
-  void [empty, buf];
+  const r = sc(
+    [empty, buf],
+    NR.statx,
+    L(fd),
+    ptr(empty),
+    L(AT_EMPTY_PATH),
+    L(STATX_BASIC_STATS),
+    ptr(buf),
+  );
   check("statx", r);
   return parseStatx(buf);
 }
@@ -667,8 +703,15 @@ export const S_IFLNK = 0o120000;
 export function fstatat(dirfd: number, name: string): FileStat {
   const buf = new Uint8Array(new ArrayBuffer(256));
   const p = cstr(name);
-  const r = sc(NR.statx, L(dirfd), ptr(p), L(AT.SYMLINK_NOFOLLOW), L(STATX_BASIC_STATS), ptr(buf));
-  void [p, buf];
+  const r = sc(
+    [p, buf],
+    NR.statx,
+    L(dirfd),
+    ptr(p),
+    L(AT.SYMLINK_NOFOLLOW),
+    L(STATX_BASIC_STATS),
+    ptr(buf),
+  );
   check(`statx(${name})`, r);
   return parseStatx(buf);
 }
@@ -717,14 +760,13 @@ export function unlinkat(dirfd: number, name: string, flags: number): void {
 
 /** socket(2). */
 export function socket(domain: number, type: number, protocol = 0): number {
-  return check("socket", sc(NR.socket, L(domain), L(type | SOCK.CLOEXEC), L(protocol)));
+  return check("socket", sc(NONE, NR.socket, L(domain), L(type | SOCK.CLOEXEC), L(protocol)));
 }
 
 /** socketpair(2); both ends are close-on-exec. */
 export function socketpair(domain: number, type: number): [number, number] {
   const sv = new Int32Array(new ArrayBuffer(8));
-  const r = sc(NR.socketpair, L(domain), L(type | SOCK.CLOEXEC), 0n, ptr(sv));
-  void sv;
+  const r = sc([sv], NR.socketpair, L(domain), L(type | SOCK.CLOEXEC), 0n, ptr(sv));
   check("socketpair", r);
   return [sv[0]!, sv[1]!];
 }
@@ -734,8 +776,7 @@ export function getsockoptInt(fd: number, level: number, name: number): number {
   const val = new Int32Array(new ArrayBuffer(4));
   const len = new Uint32Array(new ArrayBuffer(4));
   len[0] = 4;
-  const r = sc(NR.getsockopt, L(fd), L(level), L(name), ptr(val), ptr(len));
-  void [val, len];
+  const r = sc([val, len], NR.getsockopt, L(fd), L(level), L(name), ptr(val), ptr(len));
   check("getsockopt", r);
   return val[0]!;
 }
@@ -778,10 +819,8 @@ export function sendFd(sock: number, fd: number, timeoutMs?: number): void {
   const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
   const flags = SOCK.MSG_NOSIGNAL | (deadline === undefined ? 0 : SOCK.MSG_DONTWAIT);
   for (;;) {
-    const n = sc(NR.sendmsg, L(sock), ptr(msg), L(flags));
+    const n = sc([data, iov, control, msg], NR.sendmsg, L(sock), ptr(msg), L(flags));
     const e = n < 0 ? errno() : 0;
-    // Keep every buffer referenced until the call returned: the raw pointers above do not.
-    void [data, iov, control, msg];
     if (n === 1) return;
     if (n >= 0) throw new OsError("sendmsg", E.EPIPE);
     if (deadline === undefined || (e !== E.EAGAIN && e !== E.EINTR)) {
@@ -813,8 +852,15 @@ export function peerCred(fd: number): PeerCred {
   const val = new Int32Array(new ArrayBuffer(12));
   const len = new Uint32Array(new ArrayBuffer(4));
   len[0] = 12;
-  const r = sc(NR.getsockopt, L(fd), L(SOCK.SOL_SOCKET), L(SOCK.SO_PEERCRED), ptr(val), ptr(len));
-  void [val, len];
+  const r = sc(
+    [val, len],
+    NR.getsockopt,
+    L(fd),
+    L(SOCK.SOL_SOCKET),
+    L(SOCK.SO_PEERCRED),
+    ptr(val),
+    ptr(len),
+  );
   check("getsockopt(SO_PEERCRED)", r);
   return { pid: val[0]!, uid: val[1]! >>> 0, gid: val[2]! >>> 0 };
 }
@@ -877,8 +923,9 @@ export function recvFds(sock: number): Received | undefined {
   mv.setBigUint64(24, 1n, true);
   mv.setBigUint64(32, ptr(control), true);
   mv.setBigUint64(40, BigInt(control.byteLength), true);
+  inFlight = [data, iov, control, msg];
   const n = proc().recvmsg(sock, msg, SOCK.MSG_CMSG_CLOEXEC | SOCK.MSG_DONTWAIT);
-  void [data, iov];
+  inFlight = NONE;
   if (n < 0n) {
     const e = errno();
     if (e === E.EAGAIN) return undefined;
@@ -934,7 +981,7 @@ export function connectUnixStream(path: string): number {
   const r = stream().connect(fd, addr, 2 + bytes.byteLength);
   if (r < 0) {
     const e = errno();
-    sc(NR.close, L(fd));
+    sc(NONE, NR.close, L(fd));
     throw new OsError(`connect(${path})`, e);
   }
   return fd;
@@ -1018,8 +1065,7 @@ export interface Ids {
 export function getresuid(): Ids {
   const out = new Uint32Array(new ArrayBuffer(12)); // real, effective, saved
   const p = ptr(out);
-  const r = sc(NR.getresuid, p, p + 4n, p + 8n);
-  void out;
+  const r = sc([out], NR.getresuid, p, p + 4n, p + 8n);
   check("getresuid", r);
   return { real: out[0]!, effective: out[1]!, saved: out[2]! };
 }
@@ -1028,8 +1074,7 @@ export function getresuid(): Ids {
 export function getresgid(): Ids {
   const out = new Uint32Array(new ArrayBuffer(12)); // real, effective, saved
   const p = ptr(out);
-  const r = sc(NR.getresgid, p, p + 4n, p + 8n);
-  void out;
+  const r = sc([out], NR.getresgid, p, p + 4n, p + 8n);
   check("getresgid", r);
   return { real: out[0]!, effective: out[1]!, saved: out[2]! };
 }
@@ -1050,7 +1095,7 @@ export function setresgid(r: number, e: number, s: number): void {
  * still could, actually regain it there; this one touches nothing but the caller.
  */
 export function setresuidThisThread(r: number, e: number, s: number): void {
-  if (sc(NR.setresuid, L(r), L(e), L(s)) < 0) {
+  if (sc(NONE, NR.setresuid, L(r), L(e), L(s)) < 0) {
     throw new OsError("setresuid (this thread)", errno());
   }
 }
@@ -1065,12 +1110,12 @@ export function getgroups(): number[] {
 
 /** getpid(2). */
 export function getpid(): number {
-  return sc(NR.getpid);
+  return sc(NONE, NR.getpid);
 }
 
 /** gettid(2): the calling thread's id. */
 export function gettid(): number {
-  return sc(NR.gettid);
+  return sc(NONE, NR.gettid);
 }
 
 /** prctl(2) constants. */
@@ -1088,7 +1133,7 @@ export const PR = {
 
 /** prctl(2); `name` names the option in errors. */
 export function prctl(option: number, a2: number, name: string, a3 = 0, a4 = 0, a5 = 0): number {
-  return check(`prctl(${name})`, sc(NR.prctl, L(option), L(a2), L(a3), L(a4), L(a5)));
+  return check(`prctl(${name})`, sc(NONE, NR.prctl, L(option), L(a2), L(a3), L(a4), L(a5)));
 }
 
 /** The three capability sets of the calling thread, as 64-bit masks. */
@@ -1108,8 +1153,7 @@ export function capget(): CapSets {
   const hdr = new Uint32Array(new ArrayBuffer(8));
   hdr[0] = LINUX_CAPABILITY_VERSION_3;
   const data = new Uint32Array(new ArrayBuffer(24));
-  const r = sc(NR.capget, ptr(hdr), ptr(data));
-  void [hdr, data];
+  const r = sc([hdr, data], NR.capget, ptr(hdr), ptr(data));
   check("capget", r);
   const j = (lo: number, hi: number) => BigInt(data[lo]!) | (BigInt(data[hi]!) << 32n);
   return { effective: j(0, 3), permitted: j(1, 4), inheritable: j(2, 5) };
@@ -1130,8 +1174,7 @@ export function capset(sets: CapSets): void {
     hi(sets.permitted),
     hi(sets.inheritable),
   ]);
-  const r = sc(NR.capset, ptr(hdr), ptr(data));
-  void [hdr, data];
+  const r = sc([hdr, data], NR.capset, ptr(hdr), ptr(data));
   check("capset", r);
 }
 
@@ -1149,13 +1192,12 @@ export function ifNameToIndex(name: string): number {
   const type = L(SOCK.DGRAM | SOCK.CLOEXEC);
   let fd = -1;
   for (const family of [SOCK.AF_NETLINK, SOCK.AF_UNIX, SOCK.AF_INET]) {
-    fd = sc(NR.socket, L(family), type, 0n);
+    fd = sc(NONE, NR.socket, L(family), type, 0n);
     if (fd >= 0) break;
   }
   if (fd < 0) return 0;
-  const r = sc(NR.ioctl, L(fd), BigInt(SIOCGIFINDEX), ptr(ifr));
-  void ifr;
-  sc(NR.close, L(fd));
+  const r = sc([ifr], NR.ioctl, L(fd), BigInt(SIOCGIFINDEX), ptr(ifr));
+  sc(NONE, NR.close, L(fd));
   return r < 0 ? 0 : new DataView(ifr.buffer).getInt32(16, true);
 }
 
@@ -1258,6 +1300,7 @@ export function spawn(spec: SpawnSpec): number {
     strings.forEach((s, i) => (argv[i] = ptr(s)));
     const pid = new Int32Array(1);
     const fn = spec.searchPath ? lc.posix_spawnp : lc.posix_spawn;
+    inFlight = [strings, argv];
     const rc = fn(
       new Uint8Array(pid.buffer),
       strings[0] ?? cstr(""),
@@ -1268,12 +1311,12 @@ export function spawn(spec: SpawnSpec): number {
       // the char** that envp must be. Passing the address gave the child a garbage environment.
       lc.environ === null ? null : new Deno.UnsafePointerView(lc.environ).getPointer(),
     );
-    void strings;
+    inFlight = NONE;
     if (rc !== 0) throw new OsError(`posix_spawn(${spec.argv[0]})`, rc);
     return pid[0]!;
   } finally {
     lc.posix_spawn_file_actions_destroy(fa);
-    for (const fd of copies) sc(NR.close, L(fd));
+    for (const fd of copies) sc(NONE, NR.close, L(fd));
   }
 }
 
@@ -1308,7 +1351,7 @@ export function kill(pid: number, signal: number): void {
 
 /** pidfd_open(2): an fd that polls readable when the process exits. */
 export function pidfdOpen(pid: number): number {
-  const r = sc(NR.pidfd_open, L(pid));
+  const r = sc(NONE, NR.pidfd_open, L(pid));
   if (r < 0) throw new OsError("pidfd_open", errno());
   // pidfds are always close-on-exec.
   return r;
@@ -1321,7 +1364,7 @@ export function listDir(path: string): string[] {
     const names: string[] = [];
     const buf = new Uint8Array(new ArrayBuffer(32768));
     for (;;) {
-      const n = sc(NR.getdents64, L(fd), ptr(buf), BigInt(buf.byteLength));
+      const n = sc([buf], NR.getdents64, L(fd), ptr(buf), BigInt(buf.byteLength));
       if (n < 0) throw new OsError("getdents64", errno());
       if (n === 0) break;
       const v = new DataView(buf.buffer);
@@ -1423,8 +1466,7 @@ export function mkdir(path: string, mode: number): void {
 export function stat(path: string): FileStat {
   const buf = new Uint8Array(new ArrayBuffer(256));
   const p = cstr(path);
-  const r = sc(NR.statx, AT_FDCWD, ptr(p), 0n, L(STATX_BASIC_STATS), ptr(buf));
-  void [p, buf];
+  const r = sc([p, buf], NR.statx, AT_FDCWD, ptr(p), 0n, L(STATX_BASIC_STATS), ptr(buf));
   check(`statx(${path})`, r);
   return parseStatx(buf);
 }
@@ -1438,6 +1480,7 @@ export function peerGroups(fd: number): number[] {
     const len = new Uint32Array(new ArrayBuffer(4));
     len[0] = count * 4;
     const r = sc(
+      [list, len],
       NR.getsockopt,
       L(fd),
       L(SOCK.SOL_SOCKET),
@@ -1445,7 +1488,6 @@ export function peerGroups(fd: number): number[] {
       ptr(list),
       ptr(len),
     );
-    void [list, len];
     if (r === 0) return Array.from(list.subarray(0, len[0]! / 4));
     const e = errno();
     if (e !== 34 /* ERANGE */) throw new OsError("getsockopt(SO_PEERGROUPS)", e);
@@ -1483,8 +1525,9 @@ export function recvMessage(sock: number, limit: number): Message | undefined {
   mv.setBigUint64(24, 1n, true);
   mv.setBigUint64(32, ptr(control), true);
   mv.setBigUint64(40, BigInt(control.byteLength), true);
+  inFlight = [data, iov, control, msg];
   const n = proc().recvmsg(sock, msg, SOCK.MSG_CMSG_CLOEXEC | SOCK.MSG_DONTWAIT);
-  void [data, iov, control];
+  inFlight = NONE;
   if (n < 0n) {
     const e = errno();
     if (e === E.EAGAIN || e === E.EINTR) return undefined;
@@ -1534,8 +1577,13 @@ export function sendMessage(sock: number, bytes: Uint8Array<ArrayBuffer>, fd?: n
     mv.setBigUint64(32, ptr(control), true);
     mv.setBigUint64(40, BigInt(CMSG_LEN_1FD), true);
   }
-  const n = sc(NR.sendmsg, L(sock), ptr(msg), L(SOCK.MSG_NOSIGNAL | SOCK.MSG_DONTWAIT));
-  void [bytes, iov, control, msg];
+  const n = sc(
+    [bytes, iov, control, msg],
+    NR.sendmsg,
+    L(sock),
+    ptr(msg),
+    L(SOCK.MSG_NOSIGNAL | SOCK.MSG_DONTWAIT),
+  );
   if (n < 0) throw new OsError("sendmsg", errno());
   if (n !== bytes.byteLength) throw new OsError("sendmsg", E.EPIPE);
 }

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import {
   boundSymbols,
+  buffersInFlight,
   capget,
   close,
   E,
@@ -22,9 +23,12 @@ import {
   prctl,
   read,
   readSmallFile,
+  recvFds,
   S,
+  sendFd,
   SOCK,
   socket,
+  socketpair,
   stat,
   SYSCALL_NUMBERS,
   SYSCALL_TABLES,
@@ -149,7 +153,7 @@ Deno.test({
       assert.equal(new TextDecoder().decode(buf.subarray(10, 15)), "Name:");
       assert.deepEqual([...buf.subarray(15)], new Array(17).fill(0));
     } finally {
-      close(fd);
+      close(again);
     }
     assert.equal(stat("/proc/self/status").mode & S.IFMT, S.IFREG);
     const dir = open("/proc/self", 0o200000);
@@ -193,5 +197,29 @@ Deno.test({
     const names = boundSymbols();
     assert.ok(names.includes("syscall") && names.some((n) => /^__errno_/.test(n)));
     assert.equal(new Set(names).size, names.length);
+  },
+});
+
+Deno.test({
+  name: "the buffers held for a call are released when it returns, on success and on failure",
+  permissions: { read: true, ffi: true },
+  fn() {
+    assert.equal(buffersInFlight(), 0);
+    stat("/proc/self/status");
+    assert.equal(buffersInFlight(), 0, "after statx");
+    assert.throws(() => open("/nonexistent/h9s", 0), OsError);
+    assert.equal(buffersInFlight(), 0, "after a failed openat");
+    const [a, b] = socketpair(SOCK.AF_UNIX, SOCK.STREAM);
+    try {
+      sendFd(a, b, 1000);
+      assert.equal(buffersInFlight(), 0, "after sendmsg");
+      const got = recvFds(b);
+      assert.equal(buffersInFlight(), 0, "after recvmsg");
+      for (const fd of got?.fds ?? []) close(fd);
+      assert.equal(got?.fds.length, 1);
+    } finally {
+      close(a);
+      close(b);
+    }
   },
 });
