@@ -4,8 +4,9 @@
 // taken apart in steps, each a run of its own that adds one thing to the one before:
 //
 //   bare deno run        the floor: an empty module, the helper's deno flags
-//   + module graph       helper.ts's imports, evaluated (no symbol bound, no guard)
-//   + dlopen groups      binding the libc symbol groups the helper binds on its way to the fd
+//   + module graph       helper.ts's imports, loaded and evaluated (no symbol bound, no guard)
+//   + dlopen groups      binding the libc symbols the helper binds on its way to the fd: one
+//                        group of two, syscall(2) and errno (sys/libc.ts says why)
 //   + guard              --preload guard.ts: the main-module check and PR_SET_DUMPABLE
 //   + netlink check      step 4 and the re-check of the master (two RTM_GETLINK round trips)
 //   full helper          bin/qemu-bridge-helper: privileges, ACL, tap, ioctls, sendmsg
@@ -84,14 +85,15 @@ interface Variant {
 function stepModules(
   imports: string,
 ): { graph: string; dlopen: string; guard: string; netlink: string } {
-  // The groups sys/libc.ts binds on first use, reached the way the helper reaches them: getresuid
-  // (step 1), getpid (step 3, the --fd peer), write (the netlink request, step 4). Each call is
-  // harmless; writeRaw on fd -1 with 0 bytes only returns -EBADF.
+  // The symbols sys/libc.ts binds on first use, reached the way the helper reaches them:
+  // getresuid (step 1) and getpid (step 3, the --fd peer) bind the `sys` group (syscall(2) and
+  // errno), through which every call on the helper's way to the fd goes. The check after them
+  // keeps this step honest: should the helper's path ever bind more, it must show here.
   const bind = [
-    `import { getpid as __getpid, getresuid as __getresuid, writeRaw as __writeRaw } from "./sys/libc.ts";`,
+    `import { boundSymbols as __bound, getpid as __getpid, getresuid as __getresuid } from "./sys/libc.ts";`,
     "__getresuid();",
     "__getpid();",
-    "__writeRaw(-1, new Uint8Array(new ArrayBuffer(1)), 0n);",
+    `if (__bound().length !== 2) throw new Error("bound " + __bound().join(", "));`,
   ].join("\n");
   // Step 4 and the master re-check, on br0, the way helper.ts does them.
   const netlink = [
@@ -103,12 +105,30 @@ function stepModules(
     `  if (links.get({ index: found.index })?.name !== "br0") throw new Error("br0 by index");`,
     "}",
   ].join("\n");
+  // TypeScript drops an import whose bindings are never used, and with it the module's loading
+  // and evaluation: every imported value is used once, so the step loads what helper.ts loads.
+  const graph = `${imports}\n${useAll(imports)}`;
   return {
-    graph: imports,
-    dlopen: `${imports}\n${bind}\n`,
-    guard: `${imports}\n${bind}\n`,
-    netlink: `${imports}\n${bind}\n${netlink}\n`,
+    graph,
+    dlopen: `${graph}\n${bind}\n`,
+    guard: `${graph}\n${bind}\n`,
+    netlink: `${graph}\n${bind}\n${netlink}\n`,
   };
+}
+
+/** A statement that uses every value `imports` binds (type-only imports are left out). */
+function useAll(imports: string): string {
+  const names: string[] = [];
+  for (const statement of imports.match(/^import(?! type\b)[^;]*;$/gm) ?? []) {
+    const list = /\{([^}]*)\}/.exec(statement)?.[1] ?? "";
+    for (const item of list.split(",")) {
+      const name = item.trim();
+      if (name === "" || name.startsWith("type ")) continue;
+      names.push(name.split(/\s+as\s+/).pop()!);
+    }
+  }
+  if (names.length === 0) throw new Error("found no imported values in helper.ts");
+  return `void [${names.join(", ")}];`;
 }
 
 /** Repository-relative paths of every local module helper.ts and guard.ts load. */

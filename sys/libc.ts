@@ -11,51 +11,56 @@ export const LIBC_PATH: string = Deno.build.arch === "aarch64"
   : "/lib/x86_64-linux-gnu/libc.so.6";
 
 /**
- * The symbols, in groups that are bound on first use: Deno.dlopen costs about 0.1-0.2 ms per
- * symbol, and the helper's start-up should pay only for what it calls.
+ * The symbols, in groups that are bound on first use: Deno compiles a call trampoline for every
+ * symbol when it is bound (ext/ffi turbocall.rs: a Cranelift compile per symbol, at dlopen
+ * time, with no sharing between symbols of the same signature), so the helper's start-up
+ * should bind as few symbols as it can.
  */
 const GROUPS = {
-  // What the helper needs on every run, and nothing else: files, ioctls, the control and
-  // netlink sockets, sendmsg, its ids, errno. Each symbol costs a compiled trampoline at bind
-  // time (bench:helper measures it), so a symbol the helper does not call belongs elsewhere.
-  base: {
+  // Everything the helper and its guard call on the way to the fd, in two symbols: errno, and
+  // glibc's generic system call entry, through which the wrappers below make each call (the
+  // table SYSCALL_NUMBERS). Binding the 16 functions it used to bind one by one cost about
+  // 10 ms of the helper's start-up, each a trampoline of its own.
+  sys: {
     // int *__errno_location(void);
     __errno_location: { parameters: [], result: "pointer" },
-    // int open(const char *path, int flags, mode_t mode);  (variadic; integer args are ABI-safe)
-    open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-    // int close(int fd);
-    close: { parameters: ["i32"], result: "i32" },
-    // ssize_t read(int fd, void *buf, size_t n);  (result read as int: frames and ACL chunks are
-    // far below 2 GiB, and -1 keeps its value in the low 32 bits)
-    read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
-    // ssize_t write(int fd, const void *buf, size_t n);  (the helper's netlink requests)
-    write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
-    // int ioctl(int fd, unsigned long req, void *arg);  (variadic)
-    ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
-    // int socket(int domain, int type, int protocol);
-    socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-    // ssize_t sendmsg(int fd, const struct msghdr *msg, int flags);
-    sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
-    // int getsockopt(int fd, int level, int name, void *val, socklen_t *len);
-    getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-    // int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf);
-    statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
-    // int openat(int dirfd, const char *path, int flags, mode_t mode);  (variadic, as open)
-    openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
-    // unsigned if_nametoindex(const char *name);
-    if_nametoindex: { parameters: ["buffer"], result: "u32" },
-    // int prctl(int option, unsigned long a2, a3, a4, a5);  (variadic)
-    prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
-    // int getresuid(uid_t *r, uid_t *e, uid_t *s); int getresgid(...);
-    getresuid: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
-    getresgid: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
-    // pid_t getpid(void);  (the helper's --fd peer check)
-    getpid: { parameters: [], result: "i32" },
+    // long syscall(long number, ...);
+    //
+    // Variadic in C, declared here with six fixed long arguments, which is safe on the two
+    // architectures this file supports (LIBC_PATH): every argument is an integer or a pointer
+    // passed as a 64-bit integer, and
+    // - x86_64 (System V): variadic integer arguments go in the same registers and stack slot
+    //   as fixed ones (rdi, rsi, rdx, rcx, r8, r9, then the stack); %al, the count of vector
+    //   registers a variadic callee may read, is never read by glibc's syscall, which is
+    //   assembly (sysdeps/unix/sysv/linux/x86_64/syscall.S) moving the six registers to the
+    //   kernel's and executing `syscall`;
+    // - aarch64 (AAPCS64 on Linux, not Apple's variant): variadic integer arguments go in x0-x7
+    //   like fixed ones; glibc's syscall.S moves x0 to x8 and x1-x6 to x0-x5 and calls `svc 0`.
+    // Unused trailing arguments are passed as 0 and ignored by the kernel. On failure glibc's
+    // syscall returns -1 and sets errno from the kernel's -errno, as every wrapper it replaces
+    // here did, so OsError reads errno the same way, straight after the call, on this thread.
+    syscall: {
+      parameters: ["i64", "i64", "i64", "i64", "i64", "i64", "i64"],
+      result: "i64",
+    },
   },
-  // Error texts, waits and fd flags: the library's frame I/O and the helper's error paths.
-  more: {
+  // The library's frame I/O: read and write in hot loops, each a direct fast call (a syscall(2)
+  // call would add a pointer conversion per frame). The helper does not bind them.
+  io: {
+    // ssize_t read(int fd, void *buf, size_t n);  (result read as int: frames are far below
+    // 2 GiB, and -1 keeps its value in the low 32 bits)
+    read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+    // ssize_t write(int fd, const void *buf, size_t n);  (as read)
+    write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  },
+  // glibc's text for an errno value: only for an error's message, never on the way to the fd.
+  text: {
     // char *strerror(int errnum);
     strerror: { parameters: ["i32"], result: "pointer" },
+  },
+  // Waits, fd flags, by-value ioctls: sendFd's bounded wait when the caller's socket is full,
+  // the library's frame I/O, an ACL path that holds a symlink.
+  more: {
     // int poll(struct pollfd *fds, nfds_t n, int timeout);  (sendFd's bounded wait on EAGAIN)
     poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
     // int ioctl(int fd, unsigned long req, unsigned long arg);  (the by-value form)
@@ -68,10 +73,6 @@ const GROUPS = {
   },
   // Identity and capabilities: the set-user-ID drop and its verification, the checks.
   ids: {
-    // int capget(cap_user_header_t hdr, cap_user_data_t data);
-    capget: { parameters: ["buffer", "buffer"], result: "i32" },
-    // int capset(cap_user_header_t hdr, const cap_user_data_t data);
-    capset: { parameters: ["buffer", "buffer"], result: "i32" },
     // int setresuid(uid_t r, uid_t e, uid_t s); int setresgid(...);
     setresuid: { parameters: ["u32", "u32", "u32"], result: "i32" },
     setresgid: { parameters: ["u32", "u32", "u32"], result: "i32" },
@@ -82,13 +83,9 @@ const GROUPS = {
     geteuid: { parameters: [], result: "u32" },
     getgid: { parameters: [], result: "u32" },
     getegid: { parameters: [], result: "u32" },
-    // long syscall(long nr, long a, long b, long c);  (pidfd_open, gettid, getdents64, setresuid)
-    syscall: { parameters: ["i64", "i64", "i64", "i64"], result: "i64" },
   },
   // Child processes and readiness: running a helper as QEMU does, and frame I/O waits.
   proc: {
-    // int socketpair(int domain, int type, int protocol, int sv[2]);
-    socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
     // ssize_t recvmsg(int fd, struct msghdr *msg, int flags);
     recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
     // The same poll as in `more`, run on a worker thread so the event loop keeps going while it waits. Only
@@ -201,14 +198,16 @@ const bound: { [G in keyof Groups]?: Symbols<G> } = {};
 function lib<G extends keyof Groups>(group: G): Symbols<G> {
   const have = bound[group];
   if (have !== undefined) return have;
-  // errno() reads through `base`: bind it before any other group, so that a failing call in
+  // errno() reads through `sys`: bind it before any other group, so that a failing call in
   // that group is never followed by a dlopen (which may itself set errno) before errno is read.
-  if (group !== "base" && bound.base === undefined) lib("base");
+  if (group !== "sys" && bound.sys === undefined) lib("sys");
   const symbols = Deno.dlopen(LIBC_PATH, GROUPS[group] as Groups[G]).symbols;
   (bound as Record<string, unknown>)[group] = symbols;
   return symbols;
 }
-const base = () => lib("base");
+const sys = () => lib("sys");
+const io = () => lib("io");
+const text = () => lib("text");
 const more = () => lib("more");
 const ids = () => lib("ids");
 const proc = () => lib("proc");
@@ -218,15 +217,134 @@ const svc = () => lib("service");
 const stream = () => lib("stream");
 const usage = () => lib("usage");
 
+/**
+ * The names of every libc symbol bound so far, for the tests and bench:helper: each one cost a
+ * compiled trampoline when its group was bound.
+ */
+export function boundSymbols(): string[] {
+  return Object.entries(bound).flatMap(([group, symbols]) =>
+    symbols === undefined ? [] : Object.keys(GROUPS[group as keyof Groups]).map((key) => {
+      const def: { name?: string } = GROUPS[group as keyof Groups][key as never];
+      return def.name ?? key;
+    })
+  );
+}
+
+/** x86_64's system call numbers (asm/unistd_64.h) for the calls made through syscall(2). */
+const NR_X86_64 = {
+  read: 0n,
+  write: 1n,
+  close: 3n,
+  ioctl: 16n,
+  getpid: 39n,
+  socket: 41n,
+  socketpair: 53n,
+  sendmsg: 46n,
+  getsockopt: 55n,
+  setresuid: 117n,
+  getresuid: 118n,
+  getresgid: 120n,
+  capget: 125n,
+  capset: 126n,
+  prctl: 157n,
+  gettid: 186n,
+  getdents64: 217n,
+  openat: 257n,
+  statx: 332n,
+  pidfd_open: 434n,
+} as const;
+
+/** The system call numbers of both supported architectures, for the tests' header check. */
+export const SYSCALL_TABLES: Readonly<
+  Record<"x86_64" | "aarch64", Readonly<Record<keyof typeof NR_X86_64, bigint>>>
+> = {
+  x86_64: NR_X86_64,
+  // aarch64 uses the generic table (asm-generic/unistd.h), which has openat but no open.
+  aarch64: {
+    read: 63n,
+    write: 64n,
+    close: 57n,
+    ioctl: 29n,
+    getpid: 172n,
+    socket: 198n,
+    socketpair: 199n,
+    sendmsg: 211n,
+    getsockopt: 209n,
+    setresuid: 147n,
+    getresuid: 148n,
+    getresgid: 150n,
+    capget: 90n,
+    capset: 91n,
+    prctl: 167n,
+    gettid: 178n,
+    getdents64: 61n,
+    openat: 56n,
+    statx: 291n,
+    pidfd_open: 434n,
+  },
+};
+
+/**
+ * This architecture's numbers for the system calls made through syscall(2) (LIBC_PATH is chosen
+ * the same way). tests/sys/libc_test.ts checks both tables against the kernel headers.
+ */
+export const SYSCALL_NUMBERS: Readonly<Record<keyof typeof NR_X86_64, bigint>> =
+  SYSCALL_TABLES[Deno.build.arch === "aarch64" ? "aarch64" : "x86_64"];
+const NR = SYSCALL_NUMBERS;
+
+/**
+ * The buffers whose addresses the call in progress uses, directly or inside a struct it reads.
+ * A local read only before the call may be dead to V8's optimizing compilers, and once its
+ * ArrayBuffer is collected (any allocation, a BigInt argument say, may collect) its bytes are
+ * freed while the kernel may still read or write them. Held in this module-level slot, which no
+ * compiler may drop, they live until the call returned. (`void buf;` after the call does not do
+ * this: an unused expression compiles to nothing.)
+ */
+let inFlight: readonly object[] = [];
+/** No buffers: a call whose arguments are all integers. */
+const NONE: readonly object[] = Object.freeze([]);
+
+/** How many buffers are held for a call now: 0 between calls (the tests check the release). */
+export function buffersInFlight(): number {
+  return inFlight.length;
+}
+
+/**
+ * One system call through glibc's syscall(2); arguments are integers, or pointers from ptr()
+ * into the buffers listed in `keep` (every buffer whose address the kernel will use, struct
+ * members included), which are held for the call. Returns the result as a number: -1 on
+ * failure with errno set (read it next, with errno()).
+ */
+function sc(
+  keep: readonly object[],
+  nr: bigint,
+  a = 0n,
+  b = 0n,
+  c = 0n,
+  d = 0n,
+  e = 0n,
+  f = 0n,
+): number {
+  inFlight = keep;
+  try {
+    return Number(sys().syscall(nr, a, b, c, d, e, f));
+  } finally {
+    inFlight = NONE;
+  }
+}
+
+/** An int argument (fd, flags, option) as syscall(2)'s long: sign-extended, as C does. */
+const L = (n: number): bigint => BigInt(n);
+
 /** Reads errno. Call it straight after the failing call, before anything else touches libc. */
 function errno(): number {
-  const p = base().__errno_location();
+  const p = sys().__errno_location();
   return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32(0);
 }
 
 /** Returns glibc's text for an errno value ("No such device"), as the C helper prints it. */
 export function strerror(code: number): string {
-  const p = more().strerror(code);
+  const p = text().strerror(code);
   return p === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(p);
 }
 
@@ -390,7 +508,9 @@ export const F = {
 
 /** open(2); `O_CLOEXEC` is always added so no fd leaks into a child by accident. */
 export function open(path: string, flags: number, mode = 0): number {
-  return check(`open(${path})`, base().open(cstr(path), flags | O.CLOEXEC, mode));
+  const p = cstr(path);
+  const r = sc([p], NR.openat, AT_FDCWD, ptr(p), L(flags | O.CLOEXEC), L(mode));
+  return check(`open(${path})`, r);
 }
 
 /**
@@ -398,7 +518,9 @@ export function open(path: string, flags: number, mode = 0): number {
  * `O_NOFOLLOW` (and `O_PATH` for a directory) a path can be walked one component at a time.
  */
 export function openat(dirfd: number, path: string, flags: number, mode = 0): number {
-  return check(`openat(${path})`, base().openat(dirfd, cstr(path), flags | O.CLOEXEC, mode));
+  const p = cstr(path);
+  const r = sc([p], NR.openat, L(dirfd), ptr(p), L(flags | O.CLOEXEC), L(mode));
+  return check(`openat(${path})`, r);
 }
 
 /**
@@ -414,12 +536,12 @@ export function readlinkat(dirfd: number, path: string): Uint8Array<ArrayBuffer>
 
 /** close(2). */
 export function close(fd: number): void {
-  check("close", base().close(fd));
+  check("close", sc(NONE, NR.close, L(fd)));
 }
 
 /** read(2) into `buf`; returns the byte count, or -1 with EAGAIN on an empty non-blocking fd. */
 export function read(fd: number, buf: Uint8Array<ArrayBuffer>, name = "read"): number {
-  const n = base().read(fd, buf, BigInt(buf.byteLength));
+  const n = sc([buf], NR.read, L(fd), ptr(buf), BigInt(buf.byteLength));
   if (n < 0) {
     const e = errno();
     if (e === E.EAGAIN) return -1;
@@ -430,7 +552,7 @@ export function read(fd: number, buf: Uint8Array<ArrayBuffer>, name = "read"): n
 
 /** write(2) of `buf`; returns the byte count, or -1 with EAGAIN when a non-blocking fd is full. */
 export function write(fd: number, buf: Uint8Array<ArrayBuffer>, name = "write"): number {
-  const n = base().write(fd, buf, BigInt(buf.byteLength));
+  const n = sc([buf], NR.write, L(fd), ptr(buf), BigInt(buf.byteLength));
   if (n < 0) {
     const e = errno();
     if (e === E.EAGAIN) return -1;
@@ -441,13 +563,13 @@ export function write(fd: number, buf: Uint8Array<ArrayBuffer>, name = "write"):
 
 /** The raw read(2) for hot loops: returns the count or `-errno`, never throws. */
 export function readRaw(fd: number, buf: Uint8Array<ArrayBuffer>, len: bigint): number {
-  const n = base().read(fd, buf, len);
+  const n = io().read(fd, buf, len);
   return n < 0 ? -errno() : n;
 }
 
 /** The raw write(2) for hot loops: returns the count or `-errno`, never throws. */
 export function writeRaw(fd: number, buf: Uint8Array<ArrayBuffer>, len: bigint): number {
-  const n = base().write(fd, buf, len);
+  const n = io().write(fd, buf, len);
   return n < 0 ? -errno() : n;
 }
 
@@ -479,7 +601,8 @@ export function ioctl(
   arg: Uint8Array<ArrayBuffer>,
   name: string,
 ): number {
-  return check(`ioctl(${name})`, base().ioctl(fd, BigInt(request), arg));
+  const r = sc([arg], NR.ioctl, L(fd), BigInt(request), ptr(arg));
+  return check(`ioctl(${name})`, r);
 }
 
 /** ioctl(2) with an integer argument passed by value. */
@@ -545,12 +668,24 @@ function parseStatx(buf: Uint8Array<ArrayBuffer>): FileStat {
 }
 
 const AT_EMPTY_PATH = 0x1000;
+/** AT_FDCWD: a path relative to the working directory (openat, statx). */
+const AT_FDCWD = -100n;
 const STATX_BASIC_STATS = 0x7ff;
 
 /** fstat(2) of an open fd (through statx, whose layout does not depend on the architecture). */
 export function fstat(fd: number): FileStat {
   const buf = new Uint8Array(new ArrayBuffer(256));
-  check("statx", base().statx(fd, new Uint8Array([0]), AT_EMPTY_PATH, STATX_BASIC_STATS, buf));
+  const empty = cstr("");
+  const r = sc(
+    [empty, buf],
+    NR.statx,
+    L(fd),
+    ptr(empty),
+    L(AT_EMPTY_PATH),
+    L(STATX_BASIC_STATS),
+    ptr(buf),
+  );
+  check("statx", r);
   return parseStatx(buf);
 }
 
@@ -567,10 +702,17 @@ export const S_IFLNK = 0o120000;
 /** fstatat(2) of `name` in `dirfd`, never following a symlink (statx, AT_SYMLINK_NOFOLLOW). */
 export function fstatat(dirfd: number, name: string): FileStat {
   const buf = new Uint8Array(new ArrayBuffer(256));
-  check(
-    `statx(${name})`,
-    base().statx(dirfd, cstr(name), AT.SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf),
+  const p = cstr(name);
+  const r = sc(
+    [p, buf],
+    NR.statx,
+    L(dirfd),
+    ptr(p),
+    L(AT.SYMLINK_NOFOLLOW),
+    L(STATX_BASIC_STATS),
+    ptr(buf),
   );
+  check(`statx(${name})`, r);
   return parseStatx(buf);
 }
 
@@ -618,28 +760,29 @@ export function unlinkat(dirfd: number, name: string, flags: number): void {
 
 /** socket(2). */
 export function socket(domain: number, type: number, protocol = 0): number {
-  return check("socket", base().socket(domain, type | SOCK.CLOEXEC, protocol));
+  return check("socket", sc(NONE, NR.socket, L(domain), L(type | SOCK.CLOEXEC), L(protocol)));
 }
 
 /** socketpair(2); both ends are close-on-exec. */
 export function socketpair(domain: number, type: number): [number, number] {
-  const sv = new Int32Array(2);
-  check("socketpair", proc().socketpair(domain, type | SOCK.CLOEXEC, 0, new Uint8Array(sv.buffer)));
+  const sv = new Int32Array(new ArrayBuffer(8));
+  const r = sc([sv], NR.socketpair, L(domain), L(type | SOCK.CLOEXEC), 0n, ptr(sv));
+  check("socketpair", r);
   return [sv[0]!, sv[1]!];
 }
 
 /** getsockopt(2) for an int option. */
 export function getsockoptInt(fd: number, level: number, name: number): number {
-  const val = new Int32Array(1);
-  const len = new Uint32Array([4]);
-  check(
-    "getsockopt",
-    base().getsockopt(fd, level, name, new Uint8Array(val.buffer), new Uint8Array(len.buffer)),
-  );
+  const val = new Int32Array(new ArrayBuffer(4));
+  const len = new Uint32Array(new ArrayBuffer(4));
+  len[0] = 4;
+  const r = sc([val, len], NR.getsockopt, L(fd), L(level), L(name), ptr(val), ptr(len));
+  check("getsockopt", r);
   return val[0]!;
 }
 
-function ptr(buf: Uint8Array<ArrayBuffer>): bigint {
+/** The address of a buffer's bytes, for syscall(2) and C structs; keep `buf` referenced. */
+function ptr(buf: ArrayBufferView<ArrayBuffer>): bigint {
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
 }
 
@@ -676,12 +819,10 @@ export function sendFd(sock: number, fd: number, timeoutMs?: number): void {
   const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
   const flags = SOCK.MSG_NOSIGNAL | (deadline === undefined ? 0 : SOCK.MSG_DONTWAIT);
   for (;;) {
-    const n = base().sendmsg(sock, msg, flags);
-    const e = n < 0n ? errno() : 0;
-    // Keep every buffer referenced until the call returned: the raw pointers above do not.
-    void [data, iov, control];
-    if (n === 1n) return;
-    if (n >= 0n) throw new OsError("sendmsg", E.EPIPE);
+    const n = sc([data, iov, control, msg], NR.sendmsg, L(sock), ptr(msg), L(flags));
+    const e = n < 0 ? errno() : 0;
+    if (n === 1) return;
+    if (n >= 0) throw new OsError("sendmsg", E.EPIPE);
     if (deadline === undefined || (e !== E.EAGAIN && e !== E.EINTR)) {
       throw new OsError("sendmsg", e);
     }
@@ -708,18 +849,19 @@ export interface PeerCred {
 
 /** getsockopt(SO_PEERCRED): who is at the other end of a Unix socket. */
 export function peerCred(fd: number): PeerCred {
-  const val = new Int32Array(3);
-  const len = new Uint32Array([12]);
-  check(
-    "getsockopt(SO_PEERCRED)",
-    base().getsockopt(
-      fd,
-      SOCK.SOL_SOCKET,
-      SOCK.SO_PEERCRED,
-      new Uint8Array(val.buffer),
-      new Uint8Array(len.buffer),
-    ),
+  const val = new Int32Array(new ArrayBuffer(12));
+  const len = new Uint32Array(new ArrayBuffer(4));
+  len[0] = 12;
+  const r = sc(
+    [val, len],
+    NR.getsockopt,
+    L(fd),
+    L(SOCK.SOL_SOCKET),
+    L(SOCK.SO_PEERCRED),
+    ptr(val),
+    ptr(len),
   );
+  check("getsockopt(SO_PEERCRED)", r);
   return { pid: val[0]!, uid: val[1]! >>> 0, gid: val[2]! >>> 0 };
 }
 
@@ -781,8 +923,9 @@ export function recvFds(sock: number): Received | undefined {
   mv.setBigUint64(24, 1n, true);
   mv.setBigUint64(32, ptr(control), true);
   mv.setBigUint64(40, BigInt(control.byteLength), true);
+  inFlight = [data, iov, control, msg];
   const n = proc().recvmsg(sock, msg, SOCK.MSG_CMSG_CLOEXEC | SOCK.MSG_DONTWAIT);
-  void [data, iov];
+  inFlight = NONE;
   if (n < 0n) {
     const e = errno();
     if (e === E.EAGAIN) return undefined;
@@ -838,7 +981,7 @@ export function connectUnixStream(path: string): number {
   const r = stream().connect(fd, addr, 2 + bytes.byteLength);
   if (r < 0) {
     const e = errno();
-    base().close(fd);
+    sc(NONE, NR.close, L(fd));
     throw new OsError(`connect(${path})`, e);
   }
   return fd;
@@ -920,22 +1063,20 @@ export interface Ids {
 
 /** getresuid(2). */
 export function getresuid(): Ids {
-  const r = new Uint32Array(1), e = new Uint32Array(1), s = new Uint32Array(1);
-  check(
-    "getresuid",
-    base().getresuid(new Uint8Array(r.buffer), new Uint8Array(e.buffer), new Uint8Array(s.buffer)),
-  );
-  return { real: r[0]!, effective: e[0]!, saved: s[0]! };
+  const out = new Uint32Array(new ArrayBuffer(12)); // real, effective, saved
+  const p = ptr(out);
+  const r = sc([out], NR.getresuid, p, p + 4n, p + 8n);
+  check("getresuid", r);
+  return { real: out[0]!, effective: out[1]!, saved: out[2]! };
 }
 
 /** getresgid(2). */
 export function getresgid(): Ids {
-  const r = new Uint32Array(1), e = new Uint32Array(1), s = new Uint32Array(1);
-  check(
-    "getresgid",
-    base().getresgid(new Uint8Array(r.buffer), new Uint8Array(e.buffer), new Uint8Array(s.buffer)),
-  );
-  return { real: r[0]!, effective: e[0]!, saved: s[0]! };
+  const out = new Uint32Array(new ArrayBuffer(12)); // real, effective, saved
+  const p = ptr(out);
+  const r = sc([out], NR.getresgid, p, p + 4n, p + 8n);
+  check("getresgid", r);
+  return { real: out[0]!, effective: out[1]!, saved: out[2]! };
 }
 
 /** setresuid(2): changes every thread (glibc broadcasts it). */
@@ -954,8 +1095,7 @@ export function setresgid(r: number, e: number, s: number): void {
  * still could, actually regain it there; this one touches nothing but the caller.
  */
 export function setresuidThisThread(r: number, e: number, s: number): void {
-  const nr = Deno.build.arch === "aarch64" ? 147n : 117n; // SYS_setresuid
-  if (ids().syscall(nr, BigInt(r), BigInt(e), BigInt(s)) < 0n) {
+  if (sc(NONE, NR.setresuid, L(r), L(e), L(s)) < 0) {
     throw new OsError("setresuid (this thread)", errno());
   }
 }
@@ -970,12 +1110,12 @@ export function getgroups(): number[] {
 
 /** getpid(2). */
 export function getpid(): number {
-  return base().getpid();
+  return sc(NONE, NR.getpid);
 }
 
 /** gettid(2): the calling thread's id. */
 export function gettid(): number {
-  return Number(ids().syscall(BigInt(Deno.build.arch === "aarch64" ? 178 : 186), 0n, 0n, 0n));
+  return sc(NONE, NR.gettid);
 }
 
 /** prctl(2) constants. */
@@ -993,10 +1133,7 @@ export const PR = {
 
 /** prctl(2); `name` names the option in errors. */
 export function prctl(option: number, a2: number, name: string, a3 = 0, a4 = 0, a5 = 0): number {
-  return check(
-    `prctl(${name})`,
-    base().prctl(option, BigInt(a2), BigInt(a3), BigInt(a4), BigInt(a5)),
-  );
+  return check(`prctl(${name})`, sc(NONE, NR.prctl, L(option), L(a2), L(a3), L(a4), L(a5)));
 }
 
 /** The three capability sets of the calling thread, as 64-bit masks. */
@@ -1013,19 +1150,23 @@ const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
 
 /** capget(2) for the calling thread. */
 export function capget(): CapSets {
-  const hdr = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
-  const data = new Uint32Array(6);
-  check("capget", ids().capget(new Uint8Array(hdr.buffer), new Uint8Array(data.buffer)));
+  const hdr = new Uint32Array(new ArrayBuffer(8));
+  hdr[0] = LINUX_CAPABILITY_VERSION_3;
+  const data = new Uint32Array(new ArrayBuffer(24));
+  const r = sc([hdr, data], NR.capget, ptr(hdr), ptr(data));
+  check("capget", r);
   const j = (lo: number, hi: number) => BigInt(data[lo]!) | (BigInt(data[hi]!) << 32n);
   return { effective: j(0, 3), permitted: j(1, 4), inheritable: j(2, 5) };
 }
 
 /** capset(2): changes only the calling thread, which is why privileged calls stay on it. */
 export function capset(sets: CapSets): void {
-  const hdr = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
+  const hdr = new Uint32Array(new ArrayBuffer(8));
+  hdr[0] = LINUX_CAPABILITY_VERSION_3;
   const lo = (v: bigint) => Number(v & 0xffffffffn);
   const hi = (v: bigint) => Number(v >> 32n);
-  const data = new Uint32Array([
+  const data = new Uint32Array(new ArrayBuffer(24));
+  data.set([
     lo(sets.effective),
     lo(sets.permitted),
     lo(sets.inheritable),
@@ -1033,13 +1174,35 @@ export function capset(sets: CapSets): void {
     hi(sets.permitted),
     hi(sets.inheritable),
   ]);
-  check("capset", ids().capset(new Uint8Array(hdr.buffer), new Uint8Array(data.buffer)));
+  const r = sc([hdr, data], NR.capset, ptr(hdr), ptr(data));
+  check("capset", r);
 }
 
-/** if_nametoindex(3); 0 when there is no such interface. */
+/**
+ * if_nametoindex(3); 0 when there is no such interface. Done as glibc 2.36 does it, with system
+ * calls so that it binds no symbol of its own: a name of 16 bytes or more is no interface;
+ * otherwise SIOCGIFINDEX on a throwaway datagram socket (netlink, else Unix, else IPv4: the
+ * first family the kernel allows; any of them answers this ioctl), and 0 for any failure.
+ */
 export function ifNameToIndex(name: string): number {
-  return base().if_nametoindex(cstr(name));
+  const bytes = cstr(name);
+  if (bytes.length > 16) return 0;
+  const ifr = new Uint8Array(new ArrayBuffer(40)); // struct ifreq: name[16], then ifr_ifindex
+  ifr.set(bytes);
+  const type = L(SOCK.DGRAM | SOCK.CLOEXEC);
+  let fd = -1;
+  for (const family of [SOCK.AF_NETLINK, SOCK.AF_UNIX, SOCK.AF_INET]) {
+    fd = sc(NONE, NR.socket, L(family), type, 0n);
+    if (fd >= 0) break;
+  }
+  if (fd < 0) return 0;
+  const r = sc([ifr], NR.ioctl, L(fd), BigInt(SIOCGIFINDEX), ptr(ifr));
+  sc(NONE, NR.close, L(fd));
+  return r < 0 ? 0 : new DataView(ifr.buffer).getInt32(16, true);
 }
+
+/** SIOCGIFINDEX: an interface's index by name (struct ifreq). */
+const SIOCGIFINDEX = 0x8933;
 
 /**
  * Reads an open fd to its end, through libc. Fails rather than returning a short read: past
@@ -1137,6 +1300,7 @@ export function spawn(spec: SpawnSpec): number {
     strings.forEach((s, i) => (argv[i] = ptr(s)));
     const pid = new Int32Array(1);
     const fn = spec.searchPath ? lc.posix_spawnp : lc.posix_spawn;
+    inFlight = [strings, argv];
     const rc = fn(
       new Uint8Array(pid.buffer),
       strings[0] ?? cstr(""),
@@ -1147,12 +1311,12 @@ export function spawn(spec: SpawnSpec): number {
       // the char** that envp must be. Passing the address gave the child a garbage environment.
       lc.environ === null ? null : new Deno.UnsafePointerView(lc.environ).getPointer(),
     );
-    void strings;
+    inFlight = NONE;
     if (rc !== 0) throw new OsError(`posix_spawn(${spec.argv[0]})`, rc);
     return pid[0]!;
   } finally {
     lc.posix_spawn_file_actions_destroy(fa);
-    for (const fd of copies) base().close(fd);
+    for (const fd of copies) sc(NONE, NR.close, L(fd));
   }
 }
 
@@ -1187,7 +1351,7 @@ export function kill(pid: number, signal: number): void {
 
 /** pidfd_open(2): an fd that polls readable when the process exits. */
 export function pidfdOpen(pid: number): number {
-  const r = Number(ids().syscall(434n, BigInt(pid), 0n, 0n));
+  const r = sc(NONE, NR.pidfd_open, L(pid));
   if (r < 0) throw new OsError("pidfd_open", errno());
   // pidfds are always close-on-exec.
   return r;
@@ -1199,9 +1363,8 @@ export function listDir(path: string): string[] {
   try {
     const names: string[] = [];
     const buf = new Uint8Array(new ArrayBuffer(32768));
-    const nr = Deno.build.arch === "aarch64" ? 61n : 217n; // SYS_getdents64
     for (;;) {
-      const n = Number(ids().syscall(nr, BigInt(fd), ptr(buf), BigInt(buf.byteLength)));
+      const n = sc([buf], NR.getdents64, L(fd), ptr(buf), BigInt(buf.byteLength));
       if (n < 0) throw new OsError("getdents64", errno());
       if (n === 0) break;
       const v = new DataView(buf.buffer);
@@ -1302,7 +1465,9 @@ export function mkdir(path: string, mode: number): void {
 /** stat(2) of a path, following symlinks (statx with no flags). */
 export function stat(path: string): FileStat {
   const buf = new Uint8Array(new ArrayBuffer(256));
-  check(`statx(${path})`, base().statx(-100, /* AT_FDCWD */ cstr(path), 0, STATX_BASIC_STATS, buf));
+  const p = cstr(path);
+  const r = sc([p, buf], NR.statx, AT_FDCWD, ptr(p), 0n, L(STATX_BASIC_STATS), ptr(buf));
+  check(`statx(${path})`, r);
   return parseStatx(buf);
 }
 
@@ -1311,14 +1476,17 @@ export function peerGroups(fd: number): number[] {
   // NGROUPS_MAX is 65536; start small and grow once to the size the kernel asks for (ERANGE).
   let count = 64;
   for (let attempt = 0; attempt < 2; attempt++) {
-    const list = new Uint32Array(count);
-    const len = new Uint32Array([count * 4]);
-    const r = base().getsockopt(
-      fd,
-      SOCK.SOL_SOCKET,
-      SOCK.SO_PEERGROUPS,
-      new Uint8Array(list.buffer),
-      new Uint8Array(len.buffer),
+    const list = new Uint32Array(new ArrayBuffer(count * 4));
+    const len = new Uint32Array(new ArrayBuffer(4));
+    len[0] = count * 4;
+    const r = sc(
+      [list, len],
+      NR.getsockopt,
+      L(fd),
+      L(SOCK.SOL_SOCKET),
+      L(SOCK.SO_PEERGROUPS),
+      ptr(list),
+      ptr(len),
     );
     if (r === 0) return Array.from(list.subarray(0, len[0]! / 4));
     const e = errno();
@@ -1357,8 +1525,9 @@ export function recvMessage(sock: number, limit: number): Message | undefined {
   mv.setBigUint64(24, 1n, true);
   mv.setBigUint64(32, ptr(control), true);
   mv.setBigUint64(40, BigInt(control.byteLength), true);
+  inFlight = [data, iov, control, msg];
   const n = proc().recvmsg(sock, msg, SOCK.MSG_CMSG_CLOEXEC | SOCK.MSG_DONTWAIT);
-  void [data, iov, control];
+  inFlight = NONE;
   if (n < 0n) {
     const e = errno();
     if (e === E.EAGAIN || e === E.EINTR) return undefined;
@@ -1408,8 +1577,13 @@ export function sendMessage(sock: number, bytes: Uint8Array<ArrayBuffer>, fd?: n
     mv.setBigUint64(32, ptr(control), true);
     mv.setBigUint64(40, BigInt(CMSG_LEN_1FD), true);
   }
-  const n = base().sendmsg(sock, msg, SOCK.MSG_NOSIGNAL | SOCK.MSG_DONTWAIT);
-  void [bytes, iov, control];
-  if (n < 0n) throw new OsError("sendmsg", errno());
-  if (n !== BigInt(bytes.byteLength)) throw new OsError("sendmsg", E.EPIPE);
+  const n = sc(
+    [bytes, iov, control, msg],
+    NR.sendmsg,
+    L(sock),
+    ptr(msg),
+    L(SOCK.MSG_NOSIGNAL | SOCK.MSG_DONTWAIT),
+  );
+  if (n < 0) throw new OsError("sendmsg", errno());
+  if (n !== bytes.byteLength) throw new OsError("sendmsg", E.EPIPE);
 }
