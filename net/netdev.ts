@@ -167,9 +167,8 @@ export interface NetdevOptions {
    */
   txQueue?: number;
   /**
-   * Frames read in one go (listen(), the iterators, batches; the largest batch) before the
-   * reader looks at the clock: while frames keep coming, the event loop gets a turn once
-   * 4 ms have passed since its last one (and whenever the tap runs empty). Default 512.
+   * Frames read per burst before the event loop gets a turn (listen(), the iterators, batches).
+   * Default 512.
    */
   burst?: number;
 }
@@ -216,14 +215,6 @@ const DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, 
 const TRUE: Promise<boolean> = Promise.resolve(true);
 const FALSE: Promise<boolean> = Promise.resolve(false);
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
-/**
- * While frames keep coming, a reader gives the event loop a turn (timers, I/O, other tasks)
- * once this long has passed since the last one, looking at the clock every `burst` frames.
- * A turn after every burst of 512 frames cost 3-5% of the CPU time per frame (bench:netdev
- * under perf): each setImmediate wakes Deno's event loop with an eventfd write (a syscall) and
- * runs the timers' JavaScript, 30-60 µs in all on the bench machine.
- */
-const TURN_MS = 4;
 
 /** A bounded FIFO on a circular array: O(1) at both ends, no Array.shift() memmove. */
 class Ring<T> {
@@ -532,7 +523,6 @@ export class Netdev implements AsyncDisposable {
     // allocation (a young-generation collection every few thousand frames).
     const views = this.#rxViews ??= new Array(SMALL_FRAME).fill(undefined);
     let big: Uint8Array | undefined;
-    let turnAt = performance.now() + TURN_MS;
     while (!this.#closed && !signal?.aborted) {
       let n = 0;
       let i = 0;
@@ -556,17 +546,13 @@ export class Netdev implements AsyncDisposable {
         throw this.#rxError(-n);
       }
       if (i === burst) {
-        // A full burst: more frames are probably waiting, so nothing to poll for. Once TURN_MS
-        // passed, give the event loop a turn (setImmediate is a macrotask: timers and I/O run)
-        // and read on. A poll here was a round trip to a worker thread (15-30 µs) per burst.
-        if (performance.now() >= turnAt) {
-          await nextTurn();
-          turnAt = performance.now() + TURN_MS;
-        }
+        // A full burst: more frames are probably waiting, so nothing to poll for. Give the
+        // event loop a turn (setImmediate is a macrotask: timers and I/O run; 2-6 µs) and read
+        // on. A poll here was a round trip to a worker thread (15-30 µs) per burst.
+        await nextTurn();
       } else {
-        // Empty (EAGAIN) or interrupted: wait for readiness once (a turn of the event loop).
+        // Empty (EAGAIN) or interrupted: wait for readiness once.
         await this.#wait(POLL.IN);
-        turnAt = performance.now() + TURN_MS;
       }
     }
   }
@@ -649,14 +635,12 @@ export class Netdev implements AsyncDisposable {
   /**
    * The reader behind the iterators, the stream and batches: `read()` reads what is waiting
    * (synchronously) and returns how many frames it got; `next()` calls it, waiting for
-   * readiness while it gets none, and gives the event loop a turn once TURN_MS passed (looking
-   * at the clock every `burst` frames).
+   * readiness while it gets none, and gives the event loop a turn after every `burst` frames.
    * The reader is claimed on the first next(), released when it ends.
    */
   #puller(who: string, signal: AbortSignal | undefined, read: () => number) {
     let state: "new" | "running" | "done" = "new";
     let since = 0;
-    let turnAt = 0;
     let busy: Promise<number> | undefined;
     const burst = this.#burst;
     const onAbort = () => this.#wake();
@@ -675,11 +659,8 @@ export class Netdev implements AsyncDisposable {
         }
         if (since >= burst) {
           since = 0;
-          if (performance.now() >= turnAt) {
-            await nextTurn();
-            turnAt = performance.now() + TURN_MS;
-            continue;
-          }
+          await nextTurn();
+          continue;
         }
         let n: number;
         try {
@@ -694,7 +675,6 @@ export class Netdev implements AsyncDisposable {
         }
         since = 0;
         await this.#wait(POLL.IN);
-        turnAt = performance.now() + TURN_MS;
       }
     };
     return {
@@ -710,7 +690,6 @@ export class Netdev implements AsyncDisposable {
               return Promise.reject(e);
             }
             state = "running";
-            turnAt = performance.now() + TURN_MS;
             signal?.addEventListener("abort", onAbort, { once: true });
           }
         }
