@@ -190,8 +190,10 @@ async function netdev(): Promise<Netdev> {
     ? await import(cfg.netdevModule) as typeof import("../net/netdev.ts")
     : await import("../net/netdev.ts");
   const fd = tap();
-  // Older versions (role "base") took the Fd object, newer ones the number.
-  return cfg.role === "base" ? new mod.Netdev(fd as never) : new mod.Netdev(fd.release());
+  // Older versions (role "base") took the Fd object, newer ones the number: ask the source.
+  const takesFd = cfg.role === "base" && cfg.netdevModule !== undefined &&
+    /constructor\(fd: Fd\b/.test(Deno.readTextFileSync(new URL(cfg.netdevModule, "file:///")));
+  return takesFd ? new mod.Netdev(fd as never) : new mod.Netdev(fd.release());
 }
 
 /** Receiving with one of the Netdev paths, written as a user would write the loop. */

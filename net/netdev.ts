@@ -8,6 +8,7 @@ import {
   OsError,
   POLL,
   pollAsync,
+  ReadArena,
   readRaw,
   readSmallFile,
   setNonBlocking,
@@ -292,13 +293,16 @@ class Batch implements FrameBatch {
   bytes = 0;
   /** Where the next read goes (frames start 8-byte aligned). */
   end = 0;
+  /** What read(2) fills in place: no scratch buffer, no copy. */
+  readonly arena: ReadArena;
   readonly data: Uint8Array<ArrayBuffer>;
   readonly starts: Uint32Array;
   readonly sizes: Uint32Array;
 
   constructor(frames: number) {
     // Room for `frames` MTU-sized frames, and always for one more read of the largest size.
-    this.data = new Uint8Array(new ArrayBuffer(frames * 1536 + MAX_READ));
+    this.arena = new ReadArena(frames * 1536 + MAX_READ);
+    this.data = this.arena.bytes;
     this.starts = new Uint32Array(frames);
     this.sizes = new Uint32Array(frames);
   }
@@ -389,8 +393,6 @@ export class Netdev implements AsyncDisposable {
   #txBuf: Uint8Array<ArrayBuffer> | undefined;
   /** Views of #rxBuf by frame length, made on first use (see SMALL_FRAME). */
   #rxViews: (Uint8Array | undefined)[] | undefined;
-  /** The same from the start of #rxBuf, header included (for copies into a batch). */
-  #rxWholeViews: (Uint8Array | undefined)[] | undefined;
   #burst: number;
   #rxQueueMax: number;
   #txQueueMax: number;
@@ -571,25 +573,17 @@ export class Netdev implements AsyncDisposable {
     const strip = this.vnetHdr && this.vnetMode === "strip" ? this.vnetHdrLen : 0;
     const hdr = this.vnetHdrLen;
     const rx = this.counters.rx;
-    const data = batch.data;
-    const buf = this.#rxBuf;
-    // Read into the one read buffer through a view made once per length, then copy into the
-    // arena: a subarray of the arena per read(2) was an allocation per frame.
-    const views = this.#rxWholeViews ??= new Array(SMALL_FRAME).fill(undefined);
+    const arena = batch.arena;
+    // Straight into the arena at its next free offset (batch.room keeps MAX_READ free there):
+    // a read into a scratch buffer and a copy cost a TypedArray set() per frame.
     batch.reset();
     while (batch.length < max && batch.room) {
       const at = batch.end;
-      const n = readRaw(fd, buf, MAX_READ_BIG);
+      const n = arena.read(fd, at, MAX_READ);
       if (n < 0) {
         if (n === -E.EAGAIN || n === -E.EINTR || batch.length > 0) break;
         throw this.#rxError(-n);
       }
-      let got = n < SMALL_FRAME ? views[n] : undefined;
-      if (got === undefined) {
-        got = buf.subarray(0, n);
-        if (n < SMALL_FRAME) views[n] = got;
-      }
-      data.set(got, at);
       const size = n > strip ? n - strip : 0;
       const i = batch.length++;
       batch.starts[i] = at + strip;
