@@ -52,6 +52,8 @@ const GROUPS = {
     read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
     // ssize_t write(int fd, const void *buf, size_t n);  (as read)
     write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+    // ssize_t read(int fd, void *buf, size_t n);  (ReadArena: buf is an address it checked)
+    read_at: { name: "read", parameters: ["i32", "usize", "usize"], result: "i32" },
   },
   // glibc's text for an errno value: only for an error's message, never on the way to the fd.
   text: {
@@ -70,8 +72,6 @@ const GROUPS = {
     // ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t size);  (only when an
     // ACL path holds a symlink; the result fits in int, as for read)
     readlinkat: { parameters: ["i32", "buffer", "buffer", "usize"], result: "i32" },
-    // ssize_t read(int fd, void *buf, size_t n);  (ReadArena: buf is an address it checked)
-    read_at: { name: "read", parameters: ["i32", "usize", "usize"], result: "i32" },
   },
   // Identity and capabilities: the set-user-ID drop and its verification, the checks.
   ids: {
@@ -601,7 +601,7 @@ export class ReadArena {
           : `read of ${len} bytes at ${at} is outside a buffer of ${this.bytes.byteLength}`,
       );
     }
-    const n = more().read_at(fd, this.#base + BigInt(at), BigInt(len));
+    const n = io().read_at(fd, this.#base + BigInt(at), BigInt(len));
     return n < 0 ? -errno() : n;
   }
 }
