@@ -1,6 +1,7 @@
 // A tap as an emulator's Ethernet backend: frames in and out of a non-blocking tap fd with no
-// thread and no promise per frame. Readiness is awaited once per burst (one poll on a worker
-// thread); every frame waiting is then read in a synchronous loop of FFI calls until EAGAIN.
+// thread and no promise per frame. Readiness is awaited once per burst (net/poller.ts: one
+// epoll set for every Netdev of the process, at most one wait on a worker thread); every frame
+// waiting is then read in a synchronous loop of FFI calls until EAGAIN.
 
 import { Fd } from "../sys/fd.ts";
 import { E, OsError, POLL, readRaw, readSmallFile, setNonBlocking, writeRaw } from "../sys/libc.ts";

@@ -275,13 +275,14 @@ export class Poller {
   #park(): void {
     this.#interrupted = false;
     counts.parks++;
-    this.#inFlight = epollWaitAsync(this.#ep.value, this.#parked).then((n) => {
+    const done = (n: number) => {
       this.#inFlight = undefined;
       if (n > 0) this.#dispatch(this.#parked, n);
       for (const r of this.#afterFlight.splice(0)) r();
       if (this.#watches.size === 0) this.#close();
       else if (this.#waiting > 0) this.#schedule();
-    });
+    };
+    this.#inFlight = epollWaitAsync(this.#ep.value, this.#parked).then(done, () => done(-1));
   }
 
   #dispatch(events: EpollEvents, n: number): void {
