@@ -12,16 +12,17 @@
 // A and B and join their bridges (a tap keeps its fd across the move). The forwarder runs on CPU
 // 1, both iperf3 ends on CPU 0. Its CPU time per gigabyte is reported next to the rate.
 //
-// Usage: deno task bench:forward [--seconds=N] [--rounds=N] [--smoke]
-//   --seconds  length of each iperf3 run (default 5)
-//   --rounds   rounds of every contender, alternating, best kept (default 2)
-//   --smoke    1-second runs: proves the bench works (tests/privileged/bench_test.ts)
+// Usage: deno task bench:forward [--seconds=N] [--rounds=N] [--baseline=DIR] [--smoke]
+//   --seconds   length of each iperf3 run (default 5)
+//   --rounds    rounds of every contender, alternating, best kept (default 2)
+//   --baseline  also run DIR/examples/forward.ts (another checkout, e.g. `git worktree add DIR
+//               main`), without and with offloads, in the same rounds ("base" rows)
+//   --smoke     1-second runs: proves the bench works (tests/privileged/bench_test.ts)
 
 import { NetNs } from "../scripts/_netns.ts";
 import { Child, finish, guard, onCleanup, runBounded, sleep } from "./_proc.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
-const BUDGET_MS = 240_000;
 /** TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN: what examples/forward.ts asks. */
 const OFFLOAD_BITS = 0x0f;
 
@@ -30,18 +31,22 @@ const args = new Map(Deno.args.map((a) => {
   return [k!, v ?? "true"];
 }));
 for (const key of args.keys()) {
-  if (key !== "seconds" && key !== "rounds" && key !== "smoke") {
+  if (key !== "seconds" && key !== "rounds" && key !== "smoke" && key !== "baseline") {
     console.error(
-      `bench:forward: unknown option --${key} (known: --seconds=N, --rounds=N, --smoke)`,
+      `bench:forward: unknown option --${key} ` +
+        "(known: --seconds=N, --rounds=N, --baseline=DIR, --smoke)",
     );
     Deno.exit(2);
   }
 }
+const BASELINE = args.get("baseline")?.replace(/\/$/, "");
 const SMOKE = args.has("smoke");
 const SECONDS = SMOKE ? 1 : Math.min(Math.max(Number(args.get("seconds") ?? 5) || 5, 1), 30);
 const ROUNDS = SMOKE ? 1 : Math.min(Math.max(Number(args.get("rounds") ?? 2) || 2, 1), 5);
+/** Every run costs its seconds plus about 10 s of set-up; the budget leaves room for more. */
+const BUDGET_MS = 60_000 + ROUNDS * (BASELINE === undefined ? 4 : 6) * (SECONDS + 20) * 1000;
 
-type Who = "ours" | "ours+offloads" | "C+offloads" | "kernel veth";
+type Who = "ours" | "ours+offloads" | "base" | "base+offloads" | "C+offloads" | "kernel veth";
 
 interface Result {
   who: Who;
@@ -59,6 +64,13 @@ async function preflight(): Promise<void> {
       await runBounded(["sh", "-c", `command -v ${cmd}`], 5000);
     } catch {
       problems.push(`${cmd} is missing: apt-get install ${pkg}`);
+    }
+  }
+  if (BASELINE !== undefined) {
+    try {
+      await Deno.stat(`${BASELINE}/examples/forward.ts`);
+    } catch {
+      problems.push(`--baseline=${BASELINE}: no examples/forward.ts there`);
     }
   }
   if (problems.length > 0) {
@@ -131,7 +143,7 @@ async function throughForwarder(
   who: Who,
   cForwarder: string,
 ): Promise<Result> {
-  const offloads = who !== "ours";
+  const offloads = who.endsWith("+offloads");
   for (const tap of ["fA", "fB"]) {
     await f.ip("tuntap", "add", "dev", tap, "mode", "tap", ...(offloads ? ["vnet_hdr"] : []));
   }
@@ -141,7 +153,7 @@ async function throughForwarder(
     "--allow-ffi",
     "--no-prompt",
     "--quiet",
-    `${ROOT}/examples/forward.ts`,
+    `${who.startsWith("base") ? BASELINE : ROOT}/examples/forward.ts`,
     "--a=fA",
     "--b=fB",
     ...(offloads ? ["--offloads"] : []),
@@ -211,7 +223,13 @@ try {
   );
 
   const runs: Result[] = [];
-  const whos: Who[] = ["ours", "ours+offloads", "C+offloads", "kernel veth"];
+  const whos: Who[] = [
+    "ours",
+    "ours+offloads",
+    ...(BASELINE === undefined ? [] : ["base", "base+offloads"] as const),
+    "C+offloads",
+    "kernel veth",
+  ];
   for (let round = 0; round < ROUNDS; round++) {
     // Alternate the order, so no contender always runs first.
     for (const who of round % 2 ? [...whos].reverse() : whos) {
@@ -226,31 +244,55 @@ try {
       console.log(`  round ${round + 1}  ${who.padEnd(14)} ${r.gbps.toFixed(2)} Gbit/s`);
     }
   }
-  // The best round of each (the machine may be shared: the others were disturbed more).
-  const results = whos.map((w) =>
-    runs.filter((r) => r.who === w).sort((x, y) => y.gbps - x.gbps)[0]!
-  );
+  // The best round of each (the machine may be shared: the others were disturbed more), and
+  // the median CPU time per GB (what other load disturbs least).
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((x, y) => x - y);
+    return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+  };
+  const results = whos.map((w) => {
+    const mine = runs.filter((r) => r.who === w);
+    const best = mine.sort((x, y) => y.gbps - x.gbps)[0]!;
+    const cpus = mine.flatMap((r) => r.cpuPerGB === undefined ? [] : [r.cpuPerGB]);
+    return {
+      ...best,
+      medianGbps: median(mine.map((r) => r.gbps)),
+      ...(cpus.length > 0 ? { cpuPerGB: median(cpus) } : {}),
+    };
+  });
 
   const by = (w: Who) => results.find((r) => r.who === w)!;
   const ratio = (x: number, y: number) => `${((x / y) * 100).toFixed(0)}%`;
+  const x = (a: number, b: number) => `${(a / b).toFixed(1)}x`;
   const lines = [
     `\nTCP through a forwarder between two taps (iperf3, ${SECONDS} s each, best of ${ROUNDS} ` +
-    `round(s)):\n`,
+    `round(s); median Gbit/s and median CPU time of the forwarder per GB beside it):\n`,
     `${"path".padEnd(16)} ${"Gbit/s".padStart(7)} ${"of C".padStart(6)} ${"of veth".padStart(8)} ` +
-    `${"CPU s/GB".padStart(9)} ${"retr".padStart(6)}`,
-    "-".repeat(58),
+    `${"median".padStart(7)} ${"CPU s/GB".padStart(9)} ${"retr".padStart(6)}`,
+    "-".repeat(66),
     ...results.map((r) =>
       `${r.who.padEnd(16)} ${r.gbps.toFixed(2).padStart(7)} ${
         ratio(r.gbps, by("C+offloads").gbps).padStart(6)
       } ${ratio(r.gbps, by("kernel veth").gbps).padStart(8)} ${
-        (r.cpuPerGB === undefined ? "-" : r.cpuPerGB.toFixed(3)).padStart(9)
-      } ${String(r.retransmits).padStart(6)}`
+        r.medianGbps.toFixed(2).padStart(7)
+      } ${(r.cpuPerGB === undefined ? "-" : r.cpuPerGB.toFixed(3)).padStart(9)} ${
+        String(r.retransmits).padStart(6)
+      }`
     ),
     "",
     `Goals: ours with offloads >= 90% of the C forwarder with the same offloads: ` +
     `${ratio(by("ours+offloads").gbps, by("C+offloads").gbps)}; >= 5x ours without: ` +
-    `${(by("ours+offloads").gbps / by("ours").gbps).toFixed(1)}x.` +
+    `${x(by("ours+offloads").gbps, by("ours").gbps)} (by CPU per GB: ` +
+    `${x(by("ours").cpuPerGB!, by("ours+offloads").cpuPerGB!)}).` +
     (SMOKE ? " (--smoke: too short to mean anything)" : ""),
+    ...(BASELINE === undefined ? [] : [
+      `Baseline ${BASELINE}: ours/base by rate ${
+        x(by("ours+offloads").gbps, by("base+offloads").gbps)
+      } with offloads, ${x(by("ours").gbps, by("base").gbps)} without; base's CPU per GB / ` +
+      `ours ${x(by("base+offloads").cpuPerGB!, by("ours+offloads").cpuPerGB!)} with offloads, ${
+        x(by("base").cpuPerGB!, by("ours").cpuPerGB!)
+      } without.`,
+    ]),
   ];
   report = lines.join("\n");
 } catch (e) {

@@ -1,23 +1,21 @@
 // A tap as an emulator's Ethernet backend: frames in and out of a non-blocking tap fd with no
-// thread and no promise per frame. Readiness is awaited once per burst (one poll on a worker
-// thread); every frame waiting is then read in a synchronous loop of FFI calls until EAGAIN.
+// thread and no promise per frame. Readiness is awaited once per burst (net/poller.ts: one
+// epoll set for every Netdev of the process, at most one wait on a worker thread); every frame
+// waiting is then read in a synchronous loop of FFI calls until EAGAIN.
 
 import { Fd } from "../sys/fd.ts";
 import {
   E,
   OsError,
   POLL,
-  pollAsync,
   ReadArena,
   readRaw,
   readSmallFile,
   setNonBlocking,
-  SOCK,
-  socketpair,
-  write,
   writeRaw,
 } from "../sys/libc.ts";
 import { NetControl } from "./bridge.ts";
+import { Watch } from "./poller.ts";
 import {
   setTapCarrier,
   setTapMac,
@@ -384,8 +382,8 @@ export class Netdev implements AsyncDisposable {
   };
 
   #fd: Fd;
-  #wakeRead: Fd;
-  #wakeWrite: Fd;
+  /** Readiness waits, in one epoll set shared by every Netdev of the process. */
+  #watch: Watch;
   #closed = false;
   #closing: Promise<void> | undefined;
   #rxBuf = new Uint8Array(new ArrayBuffer(MAX_READ));
@@ -438,9 +436,7 @@ export class Netdev implements AsyncDisposable {
     this.#txQueueMax = txQueue;
     this.#txQueue = new Ring(txQueue);
     setNonBlocking(fd, true);
-    const [a, b] = socketpair(SOCK.AF_UNIX, SOCK.STREAM | SOCK.NONBLOCK);
-    this.#wakeRead = new Fd(a);
-    this.#wakeWrite = new Fd(b);
+    this.#watch = new Watch(fd);
     this.#fd = new Fd(fd);
   }
 
@@ -715,22 +711,19 @@ export class Netdev implements AsyncDisposable {
     };
   }
 
-  async #wait(events: number): Promise<void> {
-    if (this.#closed) return;
-    const [, woke] = await pollAsync([this.#fd.value, this.#wakeRead.value], [events, POLL.IN], -1);
-    if (woke && !this.#closed) {
-      // Consume the wake-up so the next poll sleeps again.
-      while (readRaw(this.#wakeRead.value, this.#wakeBuf, 64n) > 0) { /* drain */ }
-    }
+  /**
+   * Waits until the tap is readable (POLL.IN) or writable (POLL.OUT), or #wake(). One epoll set
+   * serves every Netdev of the process (net/poller.ts): a forwarder's two readers share one
+   * wait on a worker thread instead of a poll(2) round trip each.
+   */
+  #wait(events: number): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    return this.#watch.wait(events);
   }
 
-  #wakeBuf = new Uint8Array(new ArrayBuffer(64));
-
+  /** Ends the current waits; with none, the next wait returns at once. */
   #wake(): void {
-    if (!this.#wakeWrite.open) return;
-    try {
-      write(this.#wakeWrite.value, new Uint8Array(new ArrayBuffer(1)));
-    } catch { /* the wake socket is full: a wake-up is already pending */ }
+    this.#watch.wake();
   }
 
   #track<T>(p: Promise<T>): Promise<T> {
@@ -1064,9 +1057,9 @@ export class Netdev implements AsyncDisposable {
       this.counters.tx.drops += this.#txQueue.length;
       this.#txQueue.clear();
       for (const w of this.#txWaiters.splice(0)) w();
+      // Out of the epoll set before the fd number can be reused.
+      await this.#watch.remove();
       this.#fd.close();
-      this.#wakeRead.close();
-      this.#wakeWrite.close();
     })();
     return this.#closing;
   }

@@ -55,3 +55,23 @@ rootTest(
     assert.match(text, /namespace and temporary files removed/);
   },
 );
+
+rootTest(
+  "bench:forward --baseline=DIR adds another checkout's forwarder in the same rounds",
+  async () => {
+    // This checkout as its own baseline: the rows and the comparison line are what is checked.
+    const text = await bench("forward.ts", "--smoke", `--baseline=${ROOT}`);
+    for (const who of ["ours", "ours+offloads", "base", "base+offloads", "C+offloads"]) {
+      assert.match(
+        text,
+        new RegExp(
+          `^${who.replace("+", "\\+")} +\\d+\\.\\d\\d +\\d+% +\\d+% +\\d+\\.\\d\\d +\\d+\\.\\d{3}`,
+          "m",
+        ),
+        `no row for ${who}:\n${text}`,
+      );
+    }
+    assert.match(text, /^Baseline .*: ours\/base by rate \d+\.\dx with offloads/m);
+    assert.match(text, /namespace and temporary files removed/);
+  },
+);

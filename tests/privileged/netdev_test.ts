@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { bridgeNetdev, tapNetdev } from "../../net/open.ts";
 import { type Netdev, parseVnetHeader } from "../../net/netdev.ts";
+import { pollerCounts } from "../../net/poller.ts";
 import { runHelper } from "../../net/run_helper.ts";
 import { HELPER_FROM_SOURCE, NetNs, ROOT, rootTest, sandbox } from "../_support/ns.ts";
 import type { SandboxOptions } from "../_support/ns.ts";
@@ -13,6 +14,7 @@ import type { SandboxOptions } from "../_support/ns.ts";
 const ETHERTYPE = 0x88b5; // IEEE 802 local experimental
 const MAC_A = [0x02, 0, 0, 0, 0, 0x0a];
 const MAC_B = [0x02, 0, 0, 0, 0, 0x0b];
+const MAC_C = [0x02, 0, 0, 0, 0, 0x0c];
 
 /** A namespace with br0, a private /etc/qemu allowing it, and the helper argv to use. */
 class Lab implements AsyncDisposable {
@@ -760,6 +762,35 @@ rootTest("a forwarder keeps forwarding after the far link goes down and up again
   await c.close();
   await rxc.done;
 });
+
+rootTest(
+  "a forwarder's two idle readers share one wait; closing one leaves the other reading",
+  async () => {
+    await using lab = await Lab.create();
+    await using a = await lab.nic();
+    await using b = await lab.nic();
+    await using c = await lab.nic();
+    const before = pollerCounts();
+    const rxa = collect(a);
+    const rxb = collect(b);
+    await new Promise((r) => setTimeout(r, 50));
+    // Both readers wait on one epoll_wait on a worker thread (before: one poll(2) each).
+    assert.equal(pollerCounts().parks - before.parks, 1);
+    // From c to an address no port has sent from: br0 floods each frame to both a and b.
+    const frames = Array.from({ length: 200 }, (_, i) => testFrame(60 + i, i, MAC_B, MAC_C));
+    await sendPaced(c, frames, () => Math.min(rxa.got.length, rxb.got.length), 16);
+    assert.deepEqual(rxa.got, frames);
+    assert.deepEqual(rxb.got, frames);
+    await a.close();
+    await rxa.done;
+    // b still waits and reads, alone in the shared set now.
+    const more = Array.from({ length: 50 }, (_, i) => testFrame(80, 1000 + i, MAC_B, MAC_C));
+    await sendPaced(c, more, () => rxb.got.length, 10);
+    assert.deepEqual(rxb.got.slice(200), more);
+    await b.close();
+    await rxb.done;
+  },
+);
 
 rootTest("nic.readable is one stream; getting it claims nothing until it is read", async () => {
   await using lab = await Lab.create();
