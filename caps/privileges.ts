@@ -143,19 +143,29 @@ export function verifyDropped(uid: number, gid: number): void {
   // glibc broadcasts setresuid/setresgid to every thread; check that it reached them all (the
   // runtime's own threads included) and that no thread holds a capability but CAP_NET_ADMIN:
   // capabilities are per thread, and only this one was trimmed by capset.
+  for (const [tid, status] of threadStatuses()) {
+    const problem = threadStatusProblem(status, uid, gid);
+    if (problem !== undefined) {
+      throw new PrivilegeError(`failed to drop privileges: thread ${tid} ${problem}`);
+    }
+  }
+}
+
+/**
+ * Every thread of this process with its `/proc/self/task/TID/status` text, read now. A thread
+ * that exited since the listing holds nothing any more and is left out; any other failure
+ * throws (fail closed: a status that cannot be read cannot be checked).
+ */
+export function* threadStatuses(): Generator<[tid: string, status: string]> {
   for (const tid of listDir("/proc/self/task")) {
     let status: string;
     try {
       status = readSmallFile(`/proc/self/task/${tid}/status`);
     } catch (e) {
-      // A thread that exited since the listing holds nothing any more.
       if (e instanceof OsError && (e.errno === E.ENOENT || e.errno === E.ESRCH)) continue;
       throw e;
     }
-    const problem = threadStatusProblem(status, uid, gid);
-    if (problem !== undefined) {
-      throw new PrivilegeError(`failed to drop privileges: thread ${tid} ${problem}`);
-    }
+    yield [tid, status];
   }
 }
 

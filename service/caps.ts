@@ -1,8 +1,8 @@
 // The service holds CAP_NET_ADMIN and nothing else, on every thread; this checks it at start
 // (capabilities are per thread, so it reads each thread's status). The check itself is pure.
 
-import { CAP_NET_ADMIN } from "../caps/privileges.ts";
-import { capget, E, listDir, OsError, readSmallFile } from "../sys/libc.ts";
+import { CAP_NET_ADMIN, threadStatuses } from "../caps/privileges.ts";
+import { capget } from "../sys/libc.ts";
 
 const NET_ADMIN = 1n << BigInt(CAP_NET_ADMIN);
 
@@ -53,14 +53,7 @@ export function requireOnlyNetAdmin(): void {
   if ((capget().effective & NET_ADMIN) === 0n) {
     throw new CapsError(`vm-bridged: CAP_NET_ADMIN is not in the effective set: ${how}`);
   }
-  for (const tid of listDir("/proc/self/task")) {
-    let status: string;
-    try {
-      status = readSmallFile(`/proc/self/task/${tid}/status`);
-    } catch (e) {
-      if (e instanceof OsError && (e.errno === E.ENOENT || e.errno === E.ESRCH)) continue;
-      throw e;
-    }
+  for (const [tid, status] of threadStatuses()) {
     const problem = capsProblem(status);
     if (problem !== undefined) {
       throw new CapsError(`vm-bridged: refusing to run: thread ${tid} ${problem}; ${how}`);
