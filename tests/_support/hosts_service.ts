@@ -4,7 +4,7 @@
 // `deno task demo --hosts`. Needs root.
 
 import { BRIDGE, type Host, type SegmentKind, type TwoHosts } from "../../scripts/_hosts.ts";
-import { type ServiceProc, startService } from "../privileged/_service.ts";
+import { clientSetup, type ServiceProc, startService } from "../privileged/_service.ts";
 import { tempDirFor } from "./deno_copy.ts";
 import { buildGuest, type GuestImage } from "./guest.ts";
 import { HELPER_FROM_SOURCE, sandbox } from "./ns.ts";
@@ -138,12 +138,7 @@ export async function serviceGuests(
       cleanups.push(async () => await svc[Symbol.asyncDispose]());
       const sb = await sandbox(hosts.hosts[h], {
         user: { uid: 65534, gid: 65534 },
-        setup: [
-          `export DENO_DIR=${denoDir.path}`,
-          "mount -t tmpfs -o mode=0755 vmb-run /run",
-          "mkdir /run/vm-bridge",
-          `mount --bind ${svc.dir} /run/vm-bridge`,
-        ].join("\n"),
+        setup: clientSetup(svc, denoDir.path),
       });
       sandboxes.push(sb.cleanup);
       const opts: QemuGuestOptions = {

@@ -221,3 +221,17 @@ export async function noTapsLeft(ns: NetNs, ms = 5000): Promise<string[]> {
   }
   return taps;
 }
+
+/**
+ * Sandbox setup lines (sandbox({ setup })) for a client of `svc` as another user: the service's
+ * socket at the default /run/vm-bridge/socket, on a private /run, and `DENO_DIR` for the
+ * helper's Deno (a directory that user owns).
+ */
+export function clientSetup(svc: ServiceProc, denoDir: string): string {
+  return [
+    `export DENO_DIR=${denoDir}`,
+    "mount -t tmpfs -o mode=0755 vmb-run /run",
+    "mkdir /run/vm-bridge",
+    `mount --bind ${svc.dir} /run/vm-bridge`,
+  ].join("\n");
+}

@@ -13,7 +13,7 @@ import { buildGuest, type GuestImage } from "../_support/guest.ts";
 import { runLibvirtSession } from "../_support/libvirt.ts";
 import { HELPER_FROM_SOURCE, NetNs, rootTest, run, sandbox } from "../_support/ns.ts";
 import { sourceForOthers } from "../_support/readable_source.ts";
-import { noTapsLeft, startService } from "./_service.ts";
+import { clientSetup, noTapsLeft, startService } from "./_service.ts";
 
 /** The guest's files where uid 65534 can read them. */
 async function sharedGuest(): Promise<GuestImage> {
@@ -36,10 +36,49 @@ async function pingGuest(ns: NetNs): Promise<{ ok: boolean; output: string; port
   };
 }
 
+/**
+ * Boots the guest through libvirt on br0 (the sandbox `sb` is the user's), pings both ways and
+ * asserts it all: one tap in br0 while it ran, nothing of the user's left running, no tap left.
+ * `more` adds to a failure's context.
+ */
+async function bootOnBr0(
+  ns: NetNs,
+  sb: { argv: string[]; cleanup: () => Promise<void> },
+  home: string,
+  helper: string,
+  more: () => string = () => "",
+): Promise<void> {
+  const guest = await sharedGuest();
+  let ping: Awaited<ReturnType<typeof pingGuest>> | undefined;
+  try {
+    const r = await runLibvirtSession({
+      ns,
+      prefix: sb.argv,
+      home,
+      helper,
+      bridge: "br0",
+      guest,
+      whileRunning: async () => {
+        ping = await pingGuest(ns);
+      },
+    });
+    const ctx = `\n--- virsh create ---\n${r.createOutput}\n--- serial ---\n${r.serial}${more()}` +
+      `\n--- libvirtd ---\n${r.libvirtdLog.slice(-4000)}`;
+    assert.ok(r.created, `virsh create failed${ctx}`);
+    assert.ok(r.booted, `the guest did not come up${ctx}`);
+    assert.match(r.serial, /^VMB-GUEST-PING-OK/m, `the guest could not ping the host${ctx}`);
+    assert.ok(ping?.ok, `the host could not ping the guest: ${ping?.output}${ctx}`);
+    assert.equal(ping?.ports.length, 1, `one tap in br0 while the guest ran${ctx}`);
+    assert.deepEqual(r.leftover, [], "libvirtd and QEMU stopped");
+  } finally {
+    await sb.cleanup();
+  }
+  assert.deepEqual(await noTapsLeft(ns), [], "the tap went with the domain");
+}
+
 rootTest(
   "libvirt session mode as uid 65534 runs the file-capability helper: the guest boots on br0 and pings both ways",
   async () => {
-    const guest = await sharedGuest();
     const helper = (await sourceForOthers()).helper;
     await using copy = await privilegedDeno("filecaps");
     await using home = await tempDirFor(65534, 0o700, "vmb-libvirt-home-");
@@ -52,38 +91,13 @@ rootTest(
       etcQemu: { "bridge.conf": "allow br0\n" },
       setup: exposeDeno(copy, { DENO_DIR: denoDir.path }),
     });
-    let ping: Awaited<ReturnType<typeof pingGuest>> | undefined;
-    try {
-      const r = await runLibvirtSession({
-        ns,
-        prefix: sb.argv,
-        home: home.path,
-        helper,
-        bridge: "br0",
-        guest,
-        whileRunning: async () => {
-          ping = await pingGuest(ns);
-        },
-      });
-      const ctx = `\n--- virsh create ---\n${r.createOutput}\n--- serial ---\n${r.serial}` +
-        `\n--- libvirtd ---\n${r.libvirtdLog.slice(-4000)}`;
-      assert.ok(r.created, `virsh create failed${ctx}`);
-      assert.ok(r.booted, `the guest did not come up${ctx}`);
-      assert.match(r.serial, /^VMB-GUEST-PING-OK/m, `the guest could not ping the host${ctx}`);
-      assert.ok(ping?.ok, `the host could not ping the guest: ${ping?.output}${ctx}`);
-      assert.equal(ping?.ports.length, 1, `one tap in br0 while the guest ran${ctx}`);
-      assert.deepEqual(r.leftover, [], "libvirtd and QEMU stopped");
-    } finally {
-      await sb.cleanup();
-    }
-    assert.deepEqual(await noTapsLeft(ns), [], "the tap went with the domain");
+    await bootOnBr0(ns, sb, home.path, helper);
   },
 );
 
 rootTest(
   "libvirt session mode as uid 65534 runs the helper without capability: the bridge service gives the tap",
   async () => {
-    const guest = await sharedGuest();
     await using home = await tempDirFor(65534, 0o700, "vmb-libvirt-home-");
     await using denoDir = await tempDirFor(65534, 0o700, "vmb-denodir-");
     await using ns = await NetNs.create();
@@ -91,43 +105,18 @@ rootTest(
     await using svc = await startService(ns, { etcQemu: { "bridge.conf": "allow br0\n" } });
     const sb = await sandbox(ns, {
       user: { uid: 65534, gid: 65534 },
-      setup: [
-        `export DENO_DIR=${denoDir.path}`,
-        "mount -t tmpfs -o mode=0755 vmb-run /run",
-        "mkdir /run/vm-bridge",
-        `mount --bind ${svc.dir} /run/vm-bridge`,
-      ].join("\n"),
+      setup: clientSetup(svc, denoDir.path),
     });
-    let ping: Awaited<ReturnType<typeof pingGuest>> | undefined;
-    try {
-      const r = await runLibvirtSession({
-        ns,
-        prefix: sb.argv,
-        home: home.path,
-        helper: HELPER_FROM_SOURCE,
-        bridge: "br0",
-        guest,
-        whileRunning: async () => {
-          ping = await pingGuest(ns);
-        },
-      });
-      const ctx = `\n--- virsh create ---\n${r.createOutput}\n--- serial ---\n${r.serial}` +
-        `\n--- service ---\n${svc.lines.join("\n")}\n--- libvirtd ---\n${
-          r.libvirtdLog.slice(-4000)
-        }`;
-      assert.ok(r.created, `virsh create failed${ctx}`);
-      assert.ok(r.booted, `the guest did not come up${ctx}`);
-      assert.match(r.serial, /^VMB-GUEST-PING-OK/m, `the guest could not ping the host${ctx}`);
-      assert.ok(ping?.ok, `the host could not ping the guest: ${ping?.output}${ctx}`);
-      assert.equal(ping?.ports.length, 1, `one tap in br0 while the guest ran${ctx}`);
-      assert.deepEqual(r.leftover, [], "libvirtd and QEMU stopped");
-      await svc.waitFor(
-        /event=request uid=65534 gid=65534 pid=\d+ comm=\S+ op=open bridge=br0 kind=linux tap=tap\d+ decision=allow/,
-      );
-    } finally {
-      await sb.cleanup();
-    }
-    assert.deepEqual(await noTapsLeft(ns), [], "the tap went with the domain");
+    await bootOnBr0(
+      ns,
+      sb,
+      home.path,
+      HELPER_FROM_SOURCE,
+      () => `\n--- service ---\n${svc.lines.join("\n")}`,
+    );
+    await svc.waitFor(
+      /event=request uid=65534 gid=65534 pid=\d+ comm=\S+ op=open bridge=br0 kind=linux tap=tap\d+ decision=allow/,
+    );
   },
 );
 

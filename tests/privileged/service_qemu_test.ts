@@ -8,7 +8,7 @@ import { buildGuest } from "../_support/guest.ts";
 import { tempDirFor } from "../_support/deno_copy.ts";
 import { HELPER_FROM_SOURCE, NetNs, rootTest, sandbox } from "../_support/ns.ts";
 import { runQemuPing } from "../_support/qemu.ts";
-import { noTapsLeft, startService } from "./_service.ts";
+import { clientSetup, noTapsLeft, startService } from "./_service.ts";
 
 rootTest(
   "QEMU as uid 65534 with a 0755 helper and no capability anywhere: the service gives the tap, guest and host ping",
@@ -21,12 +21,7 @@ rootTest(
     const sb = await sandbox(ns, {
       user: { uid: 65534, gid: 65534 },
       // The client's own /etc/qemu is empty: the service's ACL decides.
-      setup: [
-        `export DENO_DIR=${denoDir.path}`,
-        "mount -t tmpfs -o mode=0755 vmb-run /run",
-        "mkdir /run/vm-bridge",
-        `mount --bind ${svc.dir} /run/vm-bridge`,
-      ].join("\n"),
+      setup: clientSetup(svc, denoDir.path),
     });
     try {
       const st = await Deno.stat(HELPER_FROM_SOURCE);

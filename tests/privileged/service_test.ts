@@ -11,7 +11,7 @@ import { BridgeHelperError, runHelper } from "../../net/run_helper.ts";
 import { ServiceUnavailableError } from "../../service/client.ts";
 import { tempDirFor } from "../_support/deno_copy.ts";
 import { HELPER_FROM_SOURCE, NetNs, rootTest, run, sandbox } from "../_support/ns.ts";
-import { noTapsLeft, SERVICE_FROM_SOURCE, startService } from "./_service.ts";
+import { clientSetup, noTapsLeft, SERVICE_FROM_SOURCE, startService } from "./_service.ts";
 
 const TUNSETPERSIST = 0x400454cb;
 
@@ -196,12 +196,7 @@ rootTest(
     const sb = await sandbox(ns, {
       user: { uid: 65534, gid: 65534 },
       etcQemu: { "bridge.conf": "allow br0\n" },
-      setup: [
-        `export DENO_DIR=${denoDir.path}`,
-        "mount -t tmpfs -o mode=0755 vmb-run /run",
-        "mkdir /run/vm-bridge",
-        `mount --bind ${svc.dir} /run/vm-bridge`,
-      ].join("\n"),
+      setup: clientSetup(svc, denoDir.path),
     });
     try {
       const r = await run([...sb.argv, HELPER_FROM_SOURCE, "--check"]);
