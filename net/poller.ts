@@ -26,6 +26,8 @@ const WAKE = 0;
 /** Events taken per epoll_wait. */
 const MAX_EVENTS = 64;
 const RESOLVED: Promise<void> = Promise.resolve();
+/** The byte written to the wake socket (its own ArrayBuffer, as every buffer sys/libc.ts takes). */
+const ONE_BYTE = new Uint8Array(new ArrayBuffer(1));
 
 /** The process's poller, made on the first wait and closed when nothing is watched. */
 let shared: Poller | undefined;
@@ -325,7 +327,7 @@ export class Poller {
     if (this.#interrupted || !this.#inFlight) return;
     this.#interrupted = true;
     try {
-      write(this.#wakeWrite.value, new Uint8Array(1));
+      write(this.#wakeWrite.value, ONE_BYTE);
     } catch { /* the socket is full: a wake-up is already pending */ }
   }
 
