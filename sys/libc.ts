@@ -848,6 +848,51 @@ const CMSG_HDR = 16; // sizeof(struct cmsghdr) on LP64: len u64, level i32, type
 const CMSG_LEN_1FD = CMSG_HDR + 4; // 20
 const CMSG_SPACE_1FD = CMSG_HDR + 8; // 24
 
+/** A struct msghdr and every buffer whose address it holds (for sc()'s keep, or inFlight). */
+interface MsgHdr {
+  /** The 56-byte struct msghdr (LP64), for sendmsg(2) or recvmsg(2). */
+  msg: Uint8Array<ArrayBuffer>;
+  /** A view of it: msg_controllen at 40 and msg_flags at 48 are read after recvmsg. */
+  view: DataView;
+  /** msg, its iovec, the data and the control buffer. */
+  keep: readonly object[];
+}
+
+/**
+ * A struct msghdr with one iovec over all of `data` and, when given, `control` as its ancillary
+ * data with msg_controllen `controllen` (the whole buffer unless said otherwise).
+ */
+function msghdr(
+  data: Uint8Array<ArrayBuffer>,
+  control?: Uint8Array<ArrayBuffer>,
+  controllen = control?.byteLength ?? 0,
+): MsgHdr {
+  const iov = new Uint8Array(new ArrayBuffer(16));
+  const msg = new Uint8Array(new ArrayBuffer(56));
+  const iv = new DataView(iov.buffer);
+  iv.setBigUint64(0, ptr(data), true);
+  iv.setBigUint64(8, BigInt(data.byteLength), true);
+  const view = new DataView(msg.buffer);
+  view.setBigUint64(16, ptr(iov), true); // msg_iov
+  view.setBigUint64(24, 1n, true); // msg_iovlen
+  if (control !== undefined) {
+    view.setBigUint64(32, ptr(control), true); // msg_control
+    view.setBigUint64(40, BigInt(controllen), true); // msg_controllen
+  }
+  return { msg, view, keep: control ? [data, iov, control, msg] : [data, iov, msg] };
+}
+
+/** One SCM_RIGHTS control message carrying `fd` (CMSG_SPACE of one int). */
+function rightsMessage(fd: number): Uint8Array<ArrayBuffer> {
+  const control = new Uint8Array(new ArrayBuffer(CMSG_SPACE_1FD));
+  const cv = new DataView(control.buffer);
+  cv.setBigUint64(0, BigInt(CMSG_LEN_1FD), true);
+  cv.setInt32(8, SOCK.SOL_SOCKET, true);
+  cv.setInt32(12, SOCK.SCM_RIGHTS, true);
+  cv.setInt32(16, fd, true);
+  return control;
+}
+
 /**
  * Sends one data byte 0x00 and one fd with SCM_RIGHTS in a single sendmsg(2), exactly as
  * qemu-bridge-helper does. MSG_NOSIGNAL: a closed peer is an EPIPE error, not a SIGPIPE death.
@@ -857,27 +902,12 @@ const CMSG_SPACE_1FD = CMSG_HDR + 8; // 24
  * ETIMEDOUT. Without it, sendmsg blocks as in C (a peer that never reads blocks it forever).
  */
 export function sendFd(sock: number, fd: number, timeoutMs?: number): void {
-  const data = new Uint8Array(new ArrayBuffer(1)); // one byte, value 0
-  const iov = new Uint8Array(new ArrayBuffer(16));
-  const control = new Uint8Array(new ArrayBuffer(CMSG_SPACE_1FD));
-  const msg = new Uint8Array(new ArrayBuffer(56));
-  const iv = new DataView(iov.buffer);
-  iv.setBigUint64(0, ptr(data), true);
-  iv.setBigUint64(8, 1n, true);
-  const cv = new DataView(control.buffer);
-  cv.setBigUint64(0, BigInt(CMSG_LEN_1FD), true);
-  cv.setInt32(8, SOCK.SOL_SOCKET, true);
-  cv.setInt32(12, SOCK.SCM_RIGHTS, true);
-  cv.setInt32(16, fd, true);
-  const mv = new DataView(msg.buffer);
-  mv.setBigUint64(16, ptr(iov), true); // msg_iov
-  mv.setBigUint64(24, 1n, true); // msg_iovlen
-  mv.setBigUint64(32, ptr(control), true); // msg_control
-  mv.setBigUint64(40, BigInt(CMSG_LEN_1FD), true); // msg_controllen, as the C helper sends it
+  // One data byte, value 0, and msg_controllen CMSG_LEN (not CMSG_SPACE), as the C helper sends.
+  const h = msghdr(new Uint8Array(new ArrayBuffer(1)), rightsMessage(fd), CMSG_LEN_1FD);
   const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
   const flags = SOCK.MSG_NOSIGNAL | (deadline === undefined ? 0 : SOCK.MSG_DONTWAIT);
   for (;;) {
-    const n = sc([data, iov, control, msg], NR.sendmsg, L(sock), ptr(msg), L(flags));
+    const n = sc(h.keep, NR.sendmsg, L(sock), ptr(h.msg), L(flags));
     const e = n < 0 ? errno() : 0;
     if (n === 1) return;
     if (n >= 0) throw new OsError("sendmsg", E.EPIPE);
@@ -970,19 +1000,11 @@ export interface Received {
  */
 export function recvFds(sock: number): Received | undefined {
   const data = new Uint8Array(new ArrayBuffer(16));
-  const iov = new Uint8Array(new ArrayBuffer(16));
   const control = new Uint8Array(new ArrayBuffer(256));
-  const msg = new Uint8Array(new ArrayBuffer(56));
-  const iv = new DataView(iov.buffer);
-  iv.setBigUint64(0, ptr(data), true);
-  iv.setBigUint64(8, BigInt(data.byteLength), true);
-  const mv = new DataView(msg.buffer);
-  mv.setBigUint64(16, ptr(iov), true);
-  mv.setBigUint64(24, 1n, true);
-  mv.setBigUint64(32, ptr(control), true);
-  mv.setBigUint64(40, BigInt(control.byteLength), true);
-  inFlight = [data, iov, control, msg];
-  const n = proc().recvmsg(sock, msg, SOCK.MSG_CMSG_CLOEXEC | SOCK.MSG_DONTWAIT);
+  const h = msghdr(data, control);
+  const mv = h.view;
+  inFlight = h.keep;
+  const n = proc().recvmsg(sock, h.msg, SOCK.MSG_CMSG_CLOEXEC | SOCK.MSG_DONTWAIT);
   inFlight = NONE;
   if (n < 0n) {
     const e = errno();
@@ -1659,19 +1681,11 @@ export interface Message {
  */
 export function recvMessage(sock: number, limit: number): Message | undefined {
   const data = new Uint8Array(new ArrayBuffer(limit));
-  const iov = new Uint8Array(new ArrayBuffer(16));
   const control = new Uint8Array(new ArrayBuffer(256));
-  const msg = new Uint8Array(new ArrayBuffer(56));
-  const iv = new DataView(iov.buffer);
-  iv.setBigUint64(0, ptr(data), true);
-  iv.setBigUint64(8, BigInt(limit), true);
-  const mv = new DataView(msg.buffer);
-  mv.setBigUint64(16, ptr(iov), true);
-  mv.setBigUint64(24, 1n, true);
-  mv.setBigUint64(32, ptr(control), true);
-  mv.setBigUint64(40, BigInt(control.byteLength), true);
-  inFlight = [data, iov, control, msg];
-  const n = proc().recvmsg(sock, msg, SOCK.MSG_CMSG_CLOEXEC | SOCK.MSG_DONTWAIT);
+  const h = msghdr(data, control);
+  const mv = h.view;
+  inFlight = h.keep;
+  const n = proc().recvmsg(sock, h.msg, SOCK.MSG_CMSG_CLOEXEC | SOCK.MSG_DONTWAIT);
   inFlight = NONE;
   if (n < 0n) {
     const e = errno();
@@ -1704,31 +1718,8 @@ export function recvMessage(sock: number, limit: number): Message | undefined {
  * SIGPIPE (MSG_NOSIGNAL). Throws OsError unless the whole message was sent.
  */
 export function sendMessage(sock: number, bytes: Uint8Array<ArrayBuffer>, fd?: number): void {
-  const iov = new Uint8Array(new ArrayBuffer(16));
-  const control = new Uint8Array(new ArrayBuffer(CMSG_SPACE_1FD));
-  const msg = new Uint8Array(new ArrayBuffer(56));
-  const iv = new DataView(iov.buffer);
-  iv.setBigUint64(0, ptr(bytes), true);
-  iv.setBigUint64(8, BigInt(bytes.byteLength), true);
-  const mv = new DataView(msg.buffer);
-  mv.setBigUint64(16, ptr(iov), true);
-  mv.setBigUint64(24, 1n, true);
-  if (fd !== undefined) {
-    const cv = new DataView(control.buffer);
-    cv.setBigUint64(0, BigInt(CMSG_LEN_1FD), true);
-    cv.setInt32(8, SOCK.SOL_SOCKET, true);
-    cv.setInt32(12, SOCK.SCM_RIGHTS, true);
-    cv.setInt32(16, fd, true);
-    mv.setBigUint64(32, ptr(control), true);
-    mv.setBigUint64(40, BigInt(CMSG_LEN_1FD), true);
-  }
-  const n = sc(
-    [bytes, iov, control, msg],
-    NR.sendmsg,
-    L(sock),
-    ptr(msg),
-    L(SOCK.MSG_NOSIGNAL | SOCK.MSG_DONTWAIT),
-  );
+  const h = fd === undefined ? msghdr(bytes) : msghdr(bytes, rightsMessage(fd), CMSG_LEN_1FD);
+  const n = sc(h.keep, NR.sendmsg, L(sock), ptr(h.msg), L(SOCK.MSG_NOSIGNAL | SOCK.MSG_DONTWAIT));
   if (n < 0) throw new OsError("sendmsg", errno());
   if (n !== bytes.byteLength) throw new OsError("sendmsg", E.EPIPE);
 }
