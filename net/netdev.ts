@@ -1,7 +1,8 @@
 // A tap as an emulator's Ethernet backend: frames in and out of a non-blocking tap fd with no
 // thread and no promise per frame. Readiness is awaited once per burst (net/poller.ts: one
 // epoll set for every Netdev of the process, at most one wait on a worker thread); every frame
-// waiting is then read in a synchronous loop of FFI calls until EAGAIN.
+// waiting is then read in a synchronous loop until EAGAIN, in batches of reads that each take one
+// system call (sys/libc.ts: io_uring, where the kernel has it).
 
 import { Fd } from "../sys/fd.ts";
 import {
@@ -9,9 +10,10 @@ import {
   OsError,
   POLL,
   ReadArena,
-  readRaw,
   readSmallFile,
+  RING_BATCH,
   setNonBlocking,
+  writeMany,
   writeRaw,
 } from "../sys/libc.ts";
 import { NetControl } from "./bridge.ts";
@@ -62,7 +64,11 @@ export interface DirectionCounters {
   frames: number;
   /** Bytes moved (frame bytes, without any virtio-net header). */
   bytes: number;
-  /** Frames dropped by us because a bounded queue was full (`tx` only: `send()`). */
+  /**
+   * Frames dropped by us: `tx`, by send() while its bounded queue was full; `rx`, frames that
+   * listen() had read in a batch (one system call reads up to 16) after the handler threw or the
+   * Netdev was closed, never handed out (also counted in `frames`).
+   */
   drops: number;
   /**
    * Frames the kernel refused (`tx`: a write(2) failed with EIO while the link is down, EINVAL
@@ -169,6 +175,14 @@ export interface NetdevOptions {
    * Default 512.
    */
   burst?: number;
+  /**
+   * Read (and, in writeBatch(), write) frames in batches of up to 16 through an io_uring, one
+   * system call for a batch, where the kernel has one (Linux 5.6 or later; none under a seccomp
+   * filter or `kernel.io_uring_disabled` that refuses it): every request is non-blocking and
+   * done when the call returns, as read(2) is. `false`: one read(2) or write(2) per frame.
+   * Default true.
+   */
+  ioUring?: boolean;
 }
 
 /** Called for each received frame, synchronously, in the read loop. */
@@ -194,7 +208,6 @@ const MAX_FRAME = 65536;
  * Ethernet and a VLAN header), and the largest virtio-net header, with room to spare.
  */
 const MAX_READ = MAX_FRAME + 256;
-const MAX_READ_BIG = BigInt(MAX_READ);
 
 /**
  * Frame lengths up to here get a view and a BigInt length made once and reused, so the hot
@@ -285,6 +298,11 @@ class CopyPool {
   }
 }
 
+/** Reads per batch at most: 16 reads of the largest frame take 1 MiB of buffer. */
+const SLOTS = 16;
+/** A frame this large (GSO) makes batches() read in place (Slots.big). */
+const BIG_FRAME = 16384;
+
 /** The arena behind a FrameBatch: frames read back to back, their bounds in two arrays. */
 class Batch implements FrameBatch {
   length = 0;
@@ -298,8 +316,9 @@ class Batch implements FrameBatch {
   readonly sizes: Uint32Array;
 
   constructor(frames: number) {
-    // Room for `frames` MTU-sized frames, and always for one more read of the largest size.
-    this.arena = new ReadArena(frames * 1536 + MAX_READ);
+    // Room for `frames` MTU-sized frames, and always for a batch of reads of the largest size
+    // (#readBatch copies each frame down from the batch's read slots).
+    this.arena = new ReadArena(frames * 1536 + SLOTS * MAX_READ);
     this.data = this.arena.bytes;
     this.starts = new Uint32Array(frames);
     this.sizes = new Uint32Array(frames);
@@ -346,6 +365,38 @@ class Batch implements FrameBatch {
 }
 
 /**
+ * Where a batch of reads lands: SLOTS buffers of MAX_READ each, read i into slot i, and the
+ * batch size, which adapts: it doubles while every read of a batch found a frame and falls to
+ * about twice what was found when one found the queue empty (a read that finds nothing costs
+ * little in a batch, but not nothing).
+ */
+class Slots {
+  readonly arena = new ReadArena(SLOTS * MAX_READ);
+  readonly data = this.arena.bytes;
+  readonly at = new Uint32Array(SLOTS).map((_, i) => i * MAX_READ);
+  readonly res = new Int32Array(SLOTS);
+  /**
+   * The last frame read was large (GSO): batches() then reads in place, one read(2) a frame,
+   * since copying it down from a slot costs more than the system call a batch saves.
+   */
+  big = false;
+  /** Views of each slot, by the length last seen (listen() hands them out). */
+  readonly #views: (Uint8Array | undefined)[] = new Array(SLOTS).fill(undefined);
+  k = 2;
+
+  view(i: number, skip: number, size: number): Uint8Array {
+    const v = this.#views[i];
+    if (v !== undefined && v.length === size) return v;
+    const start = this.at[i]! + skip;
+    return (this.#views[i] = this.data.subarray(start, start + size));
+  }
+
+  adapt(k: number, got: number): void {
+    this.k = got === k ? Math.min(k * 2, SLOTS) : Math.max(2, Math.min(got * 2, SLOTS));
+  }
+}
+
+/**
  * A tap device as a source and sink of Ethernet frames.
  *
  * Receiving, one reader at a time: {@linkcode Netdev.listen} (a handler called synchronously per
@@ -386,11 +437,14 @@ export class Netdev implements AsyncDisposable {
   #watch: Watch;
   #closed = false;
   #closing: Promise<void> | undefined;
-  #rxBuf = new Uint8Array(new ArrayBuffer(MAX_READ));
+  /** The reader's batch of reads, made on the first read. */
+  #rxSlots: Slots | undefined;
   /** Frames waiting for a write(2) in strip mode get their zeroed header here. */
   #txBuf: Uint8Array<ArrayBuffer> | undefined;
-  /** Views of #rxBuf by frame length, made on first use (see SMALL_FRAME). */
-  #rxViews: (Uint8Array | undefined)[] | undefined;
+  #ioUring: boolean;
+  /** writeBatch()'s frames and results, made on its first use. */
+  #txBatch: Uint8Array<ArrayBuffer>[] = [];
+  #txRes: Int32Array | undefined;
   #burst: number;
   #rxQueueMax: number;
   #txQueueMax: number;
@@ -435,6 +489,7 @@ export class Netdev implements AsyncDisposable {
     this.#rxQueueMax = rxQueue;
     this.#txQueueMax = txQueue;
     this.#txQueue = new Ring(txQueue);
+    this.#ioUring = options.ioUring ?? true;
     setNonBlocking(fd, true);
     this.#watch = new Watch(fd);
     this.#fd = new Fd(fd);
@@ -506,42 +561,51 @@ export class Netdev implements AsyncDisposable {
   }
 
   async #readLoop(handler: FrameHandler, signal: AbortSignal | undefined): Promise<void> {
-    const fd = this.#fd.value;
-    const buf = this.#rxBuf;
-    const len = MAX_READ_BIG;
     const strip = this.vnetHdr && this.vnetMode === "strip" ? this.vnetHdrLen : 0;
     // Counted bytes never include the header, in either mode (DirectionCounters.bytes).
     const hdr = this.vnetHdrLen;
     const rx = this.counters.rx;
     const burst = this.#burst;
-    // The handler gets the same view object for every frame of a given length: a frame is only
-    // valid during the call anyway, and a fresh subarray per frame was the loop's only
-    // allocation (a young-generation collection every few thousand frames).
-    const views = this.#rxViews ??= new Array(SMALL_FRAME).fill(undefined);
-    let big: Uint8Array | undefined;
+    const slots = this.#rxSlots ??= new Slots();
+    const res = slots.res;
     while (!this.#closed && !signal?.aborted) {
-      let n = 0;
-      let i = 0;
-      for (; i < burst; i++) {
-        n = readRaw(fd, buf, len);
-        if (n < 0) break;
-        const size = n > strip ? n - strip : 0;
-        let frame = size < SMALL_FRAME ? views[size] : big?.length === size ? big : undefined;
-        if (frame === undefined) {
-          frame = buf.subarray(strip, strip + size);
-          if (size < SMALL_FRAME) views[size] = frame;
-          else big = frame;
+      let read = 0;
+      let empty = false;
+      while (read < burst && !empty) {
+        const k = Math.min(slots.k, burst - read);
+        this.#readMany(slots, k);
+        let got = 0;
+        let error = 0;
+        for (let i = 0; i < k; i++) {
+          const n = res[i]!;
+          if (n < 0) {
+            if (n === -E.EAGAIN || n === -E.EINTR) empty = true;
+            else if (error === 0) error = -n;
+            continue;
+          }
+          got++;
+          rx.frames++;
+          rx.bytes += n > hdr ? n - hdr : 0;
+          // The handler gets the same view object for every frame of a given length in a given
+          // slot: a frame is only valid during the call anyway, and a fresh subarray per frame
+          // was the loop's only allocation.
+          try {
+            handler(slots.view(i, strip, n > strip ? n - strip : 0));
+          } catch (e) {
+            this.#dropRead(res, i + 1, k);
+            throw e;
+          }
+          if (this.#closed) return this.#dropRead(res, i + 1, k);
         }
-        rx.frames++;
-        rx.bytes += n > hdr ? n - hdr : 0;
-        handler(frame);
-        if (this.#closed) return;
+        slots.adapt(k, got);
+        read += got;
+        if (error !== 0) {
+          if (this.#closed) return;
+          throw this.#rxError(error);
+        }
+        if (got === 0) empty = true;
       }
-      if (n < 0 && n !== -E.EAGAIN && n !== -E.EINTR) {
-        if (this.#closed) return;
-        throw this.#rxError(-n);
-      }
-      if (i === burst) {
+      if (!empty) {
         // A full burst: more frames are probably waiting, so nothing to poll for. Give the
         // event loop a turn (setImmediate is a macrotask: timers and I/O run; 2-6 µs) and read
         // on. A poll here was a round trip to a worker thread (15-30 µs) per burst.
@@ -551,6 +615,27 @@ export class Netdev implements AsyncDisposable {
         await this.#wait(POLL.IN);
       }
     }
+  }
+
+  /**
+   * Frames of a batch read from the kernel but never handed out (results from..k-1): counted as
+   * read and as dropped, so that none goes missing silently.
+   */
+  #dropRead(res: Int32Array, from: number, k: number): void {
+    const rx = this.counters.rx;
+    const hdr = this.vnetHdrLen;
+    for (let i = from; i < k; i++) {
+      const n = res[i]!;
+      if (n < 0) continue;
+      rx.frames++;
+      rx.bytes += n > hdr ? n - hdr : 0;
+      rx.drops++;
+    }
+  }
+
+  /** `k` reads into the slots, in one system call where it can (ReadArena.readMany). */
+  #readMany(slots: Slots, k: number): void {
+    slots.arena.readMany(this.#fd.value, slots.at, MAX_READ, k, slots.res, this.#ioUring);
   }
 
   #rxError(errno: number): OsError {
@@ -565,29 +650,63 @@ export class Netdev implements AsyncDisposable {
    * frames). Returns the number of frames read; throws on a read error other than EAGAIN.
    */
   #readBatch(batch: Batch, max: number): number {
-    const fd = this.#fd.value;
     const strip = this.vnetHdr && this.vnetMode === "strip" ? this.vnetHdrLen : 0;
     const hdr = this.vnetHdrLen;
     const rx = this.counters.rx;
-    const arena = batch.arena;
-    // Straight into the arena at its next free offset (batch.room keeps MAX_READ free there):
-    // a read into a scratch buffer and a copy cost a TypedArray set() per frame.
+    const slots = this.#rxSlots ??= new Slots();
+    const res = slots.res;
+    const from = slots.data;
+    const data = batch.data;
     batch.reset();
     while (batch.length < max && batch.room) {
-      const at = batch.end;
-      const n = arena.read(fd, at, MAX_READ);
-      if (n < 0) {
-        if (n === -E.EAGAIN || n === -E.EINTR || batch.length > 0) break;
-        throw this.#rxError(-n);
+      if (slots.big) {
+        // Straight into the batch at its next free offset, no copy (batch.room keeps MAX_READ
+        // free there).
+        const at = batch.end;
+        const n = batch.arena.read(this.#fd.value, at, MAX_READ);
+        if (n < 0) {
+          if (n === -E.EAGAIN || n === -E.EINTR || batch.length > 0) break;
+          throw this.#rxError(-n);
+        }
+        slots.big = n > BIG_FRAME;
+        const j = batch.length++;
+        batch.starts[j] = at + strip;
+        batch.sizes[j] = n > strip ? n - strip : 0;
+        batch.bytes += n > hdr ? n - hdr : 0;
+        batch.end = (at + n + 7) & ~7;
+        rx.frames++;
+        rx.bytes += n > hdr ? n - hdr : 0;
+        continue;
       }
-      const size = n > strip ? n - strip : 0;
-      const i = batch.length++;
-      batch.starts[i] = at + strip;
-      batch.sizes[i] = size;
-      batch.bytes += n > hdr ? n - hdr : 0;
-      batch.end = (at + n + 7) & ~7;
-      rx.frames++;
-      rx.bytes += n > hdr ? n - hdr : 0;
+      // Every read of the batch must fit even if each frame is as large as a read can be.
+      const fit = Math.floor((data.length - batch.end) / MAX_READ);
+      const k = Math.min(slots.k, max - batch.length, batch.starts.length - batch.length, fit);
+      this.#readMany(slots, k);
+      let got = 0;
+      let empty = false;
+      for (let i = 0; i < k; i++) {
+        const n = res[i]!;
+        if (n < 0) {
+          if (n === -E.EAGAIN || n === -E.EINTR) empty = true;
+          else if (batch.length === 0) throw this.#rxError(-n);
+          else empty = true; // the next read meets the error again, with nothing to lose
+          continue;
+        }
+        got++;
+        slots.big = n > BIG_FRAME;
+        const at = batch.end;
+        const src = slots.at[i]!;
+        data.set(from.subarray(src, src + n), at);
+        const j = batch.length++;
+        batch.starts[j] = at + strip;
+        batch.sizes[j] = n > strip ? n - strip : 0;
+        batch.bytes += n > hdr ? n - hdr : 0;
+        batch.end = (at + n + 7) & ~7;
+        rx.frames++;
+        rx.bytes += n > hdr ? n - hdr : 0;
+      }
+      slots.adapt(k, got);
+      if (empty || got === 0) break;
     }
     return batch.length;
   }
@@ -788,30 +907,35 @@ export class Netdev implements AsyncDisposable {
    * other than EAGAIN when nothing was read.
    */
   #readCopies(ring: Ring<Uint8Array>, max: number, pool: CopyPool): number {
-    const fd = this.#fd.value;
-    const buf = this.#rxBuf;
     const strip = this.vnetHdr && this.vnetMode === "strip" ? this.vnetHdrLen : 0;
     const hdr = this.vnetHdrLen;
     const rx = this.counters.rx;
-    const views = this.#rxViews ??= new Array(SMALL_FRAME).fill(undefined);
-    let i = 0;
-    for (; i < max; i++) {
-      const n = readRaw(fd, buf, MAX_READ_BIG);
-      if (n < 0) {
-        if (n === -E.EAGAIN || n === -E.EINTR || i > 0) break;
-        throw this.#rxError(-n);
+    const slots = this.#rxSlots ??= new Slots();
+    const res = slots.res;
+    let read = 0;
+    while (read < max) {
+      const k = Math.min(slots.k, max - read);
+      this.#readMany(slots, k);
+      let got = 0;
+      let empty = false;
+      for (let i = 0; i < k; i++) {
+        const n = res[i]!;
+        if (n < 0) {
+          if (n === -E.EAGAIN || n === -E.EINTR) empty = true;
+          else if (read === 0) throw this.#rxError(-n);
+          else empty = true; // the next read meets the error again, with nothing to lose
+          continue;
+        }
+        got++;
+        read++;
+        rx.frames++;
+        rx.bytes += n > hdr ? n - hdr : 0;
+        ring.push(pool.copy(slots.view(i, strip, n > strip ? n - strip : 0)));
       }
-      const size = n > strip ? n - strip : 0;
-      let view = size < SMALL_FRAME ? views[size] : undefined;
-      if (view === undefined) {
-        view = buf.subarray(strip, strip + size);
-        if (size < SMALL_FRAME) views[size] = view;
-      }
-      rx.frames++;
-      rx.bytes += n > hdr ? n - hdr : 0;
-      ring.push(pool.copy(view));
+      slots.adapt(k, got);
+      if (empty || got === 0) break;
     }
-    return i;
+    return read;
   }
 
   /** Same as frames(). */
@@ -907,11 +1031,60 @@ export class Netdev implements AsyncDisposable {
   writeBatch(frames: Iterable<Uint8Array>): number {
     if (this.#closed) throw new Error("Netdev is closed");
     let sent = 0;
-    if (frames instanceof Batch) {
-      for (let i = 0; i < frames.length; i++) if (this.send(frames.frame(i))) sent++;
-    } else {
-      for (const f of frames) if (this.send(f)) sent++;
+    // Frames as they go on the wire (strip mode needs a header in front: one at a time, as
+    // send() does), in batches of one system call each while nothing waits in the queue.
+    const direct = this.#ioUring && !(this.vnetHdrLen > 0 && this.vnetMode === "strip");
+    const batch = this.#txBatch;
+    const flush = () => {
+      if (batch.length > 0) sent += this.#writeMany(batch);
+    };
+    const one = (f: Uint8Array) => {
+      if (!direct || this.#txQueue.length > 0) {
+        flush();
+        if (this.send(f)) sent++;
+        return;
+      }
+      batch.push(f as Uint8Array<ArrayBuffer>);
+      if (batch.length === RING_BATCH) flush();
+    };
+    try {
+      if (frames instanceof Batch) {
+        for (let i = 0; i < frames.length; i++) one(frames.frame(i));
+      } else {
+        for (const f of frames) one(f);
+      }
+      flush();
+    } finally {
+      batch.length = 0;
     }
+    return sent;
+  }
+
+  /**
+   * Writes `batch` (emptied) in one system call where it can (sys/libc.ts writeMany); a frame
+   * the kernel had no room for goes through send() (queued, or dropped when the queue is full).
+   * Returns how many were sent or queued.
+   */
+  #writeMany(batch: Uint8Array<ArrayBuffer>[]): number {
+    const k = batch.length;
+    const res = this.#txRes ??= new Int32Array(RING_BATCH);
+    writeMany(this.#fd.value, batch, k, res, this.#ioUring);
+    const tx = this.counters.tx;
+    const hdr = this.vnetHdrLen;
+    let sent = 0;
+    for (let i = 0; i < k; i++) {
+      const n = res[i]!;
+      if (n >= 0) {
+        tx.frames++;
+        tx.bytes += n > hdr ? n - hdr : 0;
+        sent++;
+      } else if (n === -E.EAGAIN || n === -E.ENOBUFS) {
+        if (this.send(batch[i]!)) sent++;
+      } else {
+        this.#txRefused(-n);
+      }
+    }
+    batch.length = 0;
     return sent;
   }
 

@@ -1,8 +1,19 @@
 // ReadArena: read(2) into a buffer at an offset through an address taken once (the batch
-// readers of net/netdev.ts). What keeps it memory-safe: bounds checks and a detached buffer.
+// readers of net/netdev.ts), one read or many (readMany, writeMany: io_uring). What keeps it
+// memory-safe: bounds checks and a detached buffer.
 
 import assert from "node:assert/strict";
-import { close, E, ReadArena, SOCK, socketpair, write } from "../../sys/libc.ts";
+import {
+  close,
+  E,
+  ReadArena,
+  RING_BATCH,
+  ringInUse,
+  SOCK,
+  socketpair,
+  write,
+  writeMany,
+} from "../../sys/libc.ts";
 
 function pair(): [number, number, () => void] {
   const [a, b] = socketpair(SOCK.AF_UNIX, SOCK.DGRAM | SOCK.NONBLOCK);
@@ -50,5 +61,74 @@ Deno.test("ReadArena.read() refuses once the buffer was transferred, and the new
     assert.ok(moved.every((x) => x === 7), "read(2) wrote into the transferred memory");
   } finally {
     done();
+  }
+});
+
+Deno.test("ReadArena.readMany() reads each datagram into its slot in one call, as a read(2) loop does", () => {
+  for (const useRing of [true, false]) {
+    const [a, b, done] = pair();
+    try {
+      const arena = new ReadArena(5 * 64);
+      arena.bytes.fill(0xee);
+      const at = new Uint32Array([0, 64, 128, 192, 256]);
+      const out = new Int32Array(5).fill(12345);
+      for (const n of [3, 1, 2]) write(b, new Uint8Array(n).fill(n));
+      arena.readMany(a, at, 64, 5, out, useRing);
+      // Three datagrams, then an empty queue: -EAGAIN, tried (io_uring) or not (read(2) loop).
+      assert.deepEqual([...out], [3, 1, 2, -E.EAGAIN, -E.EAGAIN], `useRing ${useRing}`);
+      assert.deepEqual([...arena.bytes.subarray(0, 4)], [3, 3, 3, 0xee]);
+      assert.deepEqual([...arena.bytes.subarray(64, 66)], [1, 0xee]);
+      assert.deepEqual([...arena.bytes.subarray(128, 131)], [2, 2, 0xee]);
+      assert.ok(arena.bytes.subarray(192).every((x) => x === 0xee), "an empty read wrote");
+    } finally {
+      done();
+    }
+  }
+  // The machines this project runs on have io_uring: the batches' speed depends on it.
+  assert.ok(ringInUse(), "no io_uring in this process (seccomp, kernel.io_uring_disabled?)");
+});
+
+Deno.test("ReadArena.readMany() refuses a slot outside the buffer, or too many, before any read", () => {
+  const [a, b, done] = pair();
+  try {
+    const arena = new ReadArena(128);
+    const out = new Int32Array(RING_BATCH + 1);
+    write(b, new Uint8Array(8));
+    assert.throws(() => arena.readMany(a, new Uint32Array([0, 100]), 64, 2, out), RangeError);
+    assert.throws(() => arena.readMany(a, new Uint32Array([0]), 64, 2, out), RangeError);
+    const many = new Uint32Array(RING_BATCH + 1);
+    assert.throws(() => arena.readMany(a, many, 1, RING_BATCH + 1, out), RangeError);
+    const moved = new Uint8Array(arena.bytes.buffer.transfer());
+    assert.throws(() => arena.readMany(a, new Uint32Array([0, 0]), 8, 2, out), /detached/);
+    assert.ok(moved.every((x) => x === 0), "a read wrote into the transferred memory");
+    // The datagram is still there: no read happened.
+    const fresh = new ReadArena(64);
+    assert.equal(fresh.read(a, 0, 64), 8);
+  } finally {
+    done();
+  }
+});
+
+Deno.test("writeMany() sends each frame as one write, in order, with io_uring and without", () => {
+  for (const useRing of [true, false]) {
+    const [a, b, done] = pair();
+    try {
+      const frames = [5, 1, 3].map((n) => new Uint8Array(new ArrayBuffer(n)).fill(n));
+      // A view into a larger buffer goes from its own offset.
+      const big = new Uint8Array(new ArrayBuffer(16)).fill(9);
+      big.set([4, 4], 10);
+      frames.push(big.subarray(10, 12));
+      const out = new Int32Array(4);
+      writeMany(b, frames, 4, out, useRing);
+      assert.deepEqual([...out], [5, 1, 3, 2], `useRing ${useRing}`);
+      const arena = new ReadArena(64);
+      for (const want of [[5, 5], [1, 1], [3, 3], [2, 4]]) {
+        assert.equal(arena.read(a, 0, 64), want[0]);
+        assert.ok(arena.bytes.subarray(0, want[0]).every((x) => x === want[1]));
+      }
+      assert.equal(arena.read(a, 0, 64), -E.EAGAIN);
+    } finally {
+      done();
+    }
   }
 });
