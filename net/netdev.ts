@@ -300,7 +300,7 @@ class CopyPool {
 
 /** Reads per batch at most: 16 reads of the largest frame take 1 MiB of buffer. */
 const SLOTS = 16;
-/** A frame this large (GSO) makes batches() read in place (Slots.big). */
+/** A frame this large (GSO) stays where batches() read it rather than move down (a copy). */
 const BIG_FRAME = 16384;
 
 /** The arena behind a FrameBatch: frames read back to back, their bounds in two arrays. */
@@ -314,10 +314,12 @@ class Batch implements FrameBatch {
   readonly data: Uint8Array<ArrayBuffer>;
   readonly starts: Uint32Array;
   readonly sizes: Uint32Array;
+  /** Where the reads of one system call go (#readBatch). */
+  readonly slotAt = new Uint32Array(SLOTS);
 
   constructor(frames: number) {
     // Room for `frames` MTU-sized frames, and always for a batch of reads of the largest size
-    // (#readBatch copies each frame down from the batch's read slots).
+    // (#readBatch reads them MAX_READ apart, then moves each frame down to the end).
     this.arena = new ReadArena(frames * 1536 + SLOTS * MAX_READ);
     this.data = this.arena.bytes;
     this.starts = new Uint32Array(frames);
@@ -375,11 +377,6 @@ class Slots {
   readonly data = this.arena.bytes;
   readonly at = new Uint32Array(SLOTS).map((_, i) => i * MAX_READ);
   readonly res = new Int32Array(SLOTS);
-  /**
-   * The last frame read was large (GSO): batches() then reads in place, one read(2) a frame,
-   * since copying it down from a slot costs more than the system call a batch saves.
-   */
-  big = false;
   /** Views of each slot, by the length last seen (listen() hands them out). */
   readonly #views: (Uint8Array | undefined)[] = new Array(SLOTS).fill(undefined);
   k = 2;
@@ -655,33 +652,17 @@ export class Netdev implements AsyncDisposable {
     const rx = this.counters.rx;
     const slots = this.#rxSlots ??= new Slots();
     const res = slots.res;
-    const from = slots.data;
     const data = batch.data;
+    const at = batch.slotAt;
     batch.reset();
     while (batch.length < max && batch.room) {
-      if (slots.big) {
-        // Straight into the batch at its next free offset, no copy (batch.room keeps MAX_READ
-        // free there).
-        const at = batch.end;
-        const n = batch.arena.read(this.#fd.value, at, MAX_READ);
-        if (n < 0) {
-          if (n === -E.EAGAIN || n === -E.EINTR || batch.length > 0) break;
-          throw this.#rxError(-n);
-        }
-        slots.big = n > BIG_FRAME;
-        const j = batch.length++;
-        batch.starts[j] = at + strip;
-        batch.sizes[j] = n > strip ? n - strip : 0;
-        batch.bytes += n > hdr ? n - hdr : 0;
-        batch.end = (at + n + 7) & ~7;
-        rx.frames++;
-        rx.bytes += n > hdr ? n - hdr : 0;
-        continue;
-      }
-      // Every read of the batch must fit even if each frame is as large as a read can be.
-      const fit = Math.floor((data.length - batch.end) / MAX_READ);
+      // A batch of reads straight into the batch, MAX_READ apart from its end: each must fit
+      // even if every frame is as large as a read can be.
+      const base = batch.end;
+      const fit = Math.floor((data.length - base) / MAX_READ);
       const k = Math.min(slots.k, max - batch.length, batch.starts.length - batch.length, fit);
-      this.#readMany(slots, k);
+      for (let i = 0; i < k; i++) at[i] = base + i * MAX_READ;
+      batch.arena.readMany(this.#fd.value, at, MAX_READ, k, res, this.#ioUring);
       let got = 0;
       let empty = false;
       for (let i = 0; i < k; i++) {
@@ -693,15 +674,18 @@ export class Netdev implements AsyncDisposable {
           continue;
         }
         got++;
-        slots.big = n > BIG_FRAME;
-        const at = batch.end;
-        const src = slots.at[i]!;
-        data.set(from.subarray(src, src + n), at);
+        // Back to back: a frame moves down to the batch's end (never onto a later read's
+        // bytes: they start MAX_READ after its own), but a large one (GSO) stays where it was
+        // read, since copying it would cost more than the system call the batch saved.
+        const src = at[i]!;
+        let dst = batch.end;
+        if (n > BIG_FRAME) dst = src;
+        else if (dst !== src) data.copyWithin(dst, src, src + n);
         const j = batch.length++;
-        batch.starts[j] = at + strip;
+        batch.starts[j] = dst + strip;
         batch.sizes[j] = n > strip ? n - strip : 0;
         batch.bytes += n > hdr ? n - hdr : 0;
-        batch.end = (at + n + 7) & ~7;
+        batch.end = (dst + n + 7) & ~7;
         rx.frames++;
         rx.bytes += n > hdr ? n - hdr : 0;
       }
