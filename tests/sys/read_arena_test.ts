@@ -132,3 +132,24 @@ Deno.test("writeMany() sends each frame as one write, in order, with io_uring an
     }
   }
 });
+
+Deno.test("writeMany() writes views at their own offsets, and an empty or detached one as empty", () => {
+  const [a, b, done] = pair();
+  try {
+    const shared = new Uint8Array(new ArrayBuffer(32)).map((_, i) => i);
+    const gone = new Uint8Array(new ArrayBuffer(8)).fill(1);
+    gone.buffer.transfer();
+    // Same buffer twice (its address is taken once), then an empty view and a detached one.
+    const frames = [shared.subarray(4, 8), shared.subarray(20, 23), shared.subarray(0, 0), gone];
+    const out = new Int32Array(4);
+    writeMany(b, frames as Uint8Array<ArrayBuffer>[], 4, out);
+    assert.deepEqual([...out], [4, 3, 0, 0]);
+    const arena = new ReadArena(64);
+    assert.equal(arena.read(a, 0, 64), 4);
+    assert.deepEqual([...arena.bytes.subarray(0, 4)], [4, 5, 6, 7]);
+    assert.equal(arena.read(a, 0, 64), 3);
+    assert.deepEqual([...arena.bytes.subarray(0, 3)], [20, 21, 22]);
+  } finally {
+    done();
+  }
+});
