@@ -13,13 +13,8 @@ import { PATHS } from "./_netdev_paths.ts";
 import type { NetdevPath } from "./_netdev_paths.ts";
 import { attachTap, openTun } from "../net/tap.ts";
 import type { Fd } from "../sys/fd.ts";
-import {
-  benchOnlyReadAsync,
-  benchOnlyWriteAsync,
-  POLL,
-  pollAsync,
-  setNonBlocking,
-} from "../sys/libc.ts";
+import { benchOnlyReadAsync, benchOnlyWriteAsync } from "../sys/io.ts";
+import { POLL, pollAsync, setNonBlocking } from "../sys/libc.ts";
 import { IFF } from "../sys/structs.ts";
 
 /** What bench/netdev.ts asks for. */

@@ -5,17 +5,8 @@
 // system call (sys/libc.ts: io_uring, where the kernel has it).
 
 import { Fd } from "../sys/fd.ts";
-import {
-  E,
-  OsError,
-  POLL,
-  ReadArena,
-  readSmallFile,
-  RING_BATCH,
-  setNonBlocking,
-  writeMany,
-  writeRaw,
-} from "../sys/libc.ts";
+import { E, OsError, POLL, readSmallFile, setNonBlocking } from "../sys/libc.ts";
+import { ReadArena, RING_BATCH, writeMany, writeRaw } from "../sys/io.ts";
 import { NetControl } from "./bridge.ts";
 import { Watch } from "./poller.ts";
 import {

@@ -15,11 +15,11 @@ import {
   EpollEvents,
   epollWaitAsync,
   epollWaitNow,
-  readRaw,
   SOCK,
   socketpair,
   write,
 } from "../sys/libc.ts";
+import { readRaw } from "../sys/io.ts";
 
 /** The token of the poller's own wake socket; watched fds get 1, 2, ... */
 const WAKE = 0;

@@ -61,6 +61,9 @@ for (const entry of ["helper.ts", "guard.ts"]) {
     assert.deepEqual(info.redirects, {});
     assert.deepEqual(info.npmPackages, {});
     assert.ok(info.modules.some((m) => m.specifier === `${INSIDE}sys/libc.ts`));
+    // The library's frame I/O (io_uring, raw reads into buffers by address) is never loaded by
+    // the helper or its guard: nothing of it runs with a capability.
+    assert.ok(!info.modules.some((m) => m.specifier === `${INSIDE}sys/io.ts`), "sys/io.ts");
     for (const m of info.modules) {
       assert.ok(m.specifier.startsWith(INSIDE), `outside the repository: ${m.specifier}`);
       assert.doesNotMatch(m.specifier, /^(npm|node|jsr|https?|data|blob):/);

@@ -1,11 +1,13 @@
-// The one unsafe boundary, enforced: no file but sys/libc.ts may load a library, touch raw
-// pointers or read errno. A lint-style test over every module of the repository.
+// The one unsafe boundary, enforced: no file but sys/libc.ts (the helper's calls) and sys/io.ts
+// (the library's frame I/O, which the helper never loads) may load a library, touch raw pointers
+// or read errno. A lint-style test over every module of the repository.
 
 import assert from "node:assert/strict";
 import { ROOT } from "../_support/ns.ts";
 
-/** The only file allowed to use FFI. */
+/** The only files allowed to use FFI. */
 const BOUNDARY = "sys/libc.ts";
+const IO = "sys/io.ts";
 
 /** This file names the patterns, so it is skipped. */
 const SELF = "tests/sys/boundary_test.ts";
@@ -68,21 +70,33 @@ Deno.test({
 });
 
 Deno.test({
-  name: `no module outside ${BOUNDARY} uses Deno.dlopen, raw pointers or errno`,
+  name: `no module outside ${BOUNDARY} and ${IO} uses Deno.dlopen, raw pointers or errno`,
   permissions: { read: [ROOT] },
   async fn() {
     const files = await modules(ROOT);
     // The walk must see the tree, or an empty result would pass vacuously.
-    for (const expected of [BOUNDARY, "helper.ts", "guard.ts", "acl/load.ts", SELF]) {
+    for (const expected of [BOUNDARY, IO, "helper.ts", "guard.ts", "acl/load.ts", SELF]) {
       assert.ok(files.includes(expected), `the walk did not find ${expected}`);
     }
     const violations: string[] = [];
     for (const file of files) {
-      if (file === BOUNDARY || file === SELF) continue;
+      if (file === BOUNDARY || file === IO || file === SELF) continue;
       const text = await Deno.readTextFile(`${ROOT}/${file}`);
       for (const hit of findForbidden(text)) violations.push(`${file}:${hit}`);
     }
-    assert.deepEqual(violations, [], `FFI outside ${BOUNDARY}`);
+    assert.deepEqual(violations, [], `FFI outside ${BOUNDARY} and ${IO}`);
+  },
+});
+
+Deno.test({
+  name: `${IO} loads libc by the same fixed path, once, and reads nothing from outside`,
+  permissions: { read: [ROOT] },
+  async fn() {
+    const text = await Deno.readTextFile(`${ROOT}/${IO}`);
+    assert.equal(text.match(/Deno\.dlopen\(/g)?.length, 1);
+    assert.match(text, /Deno\.dlopen\(LIBC_PATH, SYMBOLS\)/);
+    assert.match(text, /import \{[^}]*\bLIBC_PATH\b[^}]*\} from "\.\/libc\.ts";/);
+    assert.doesNotMatch(text, /Deno\.env|Deno\.args/);
   },
 });
 

@@ -3,17 +3,8 @@
 // memory-safe: bounds checks and a detached buffer.
 
 import assert from "node:assert/strict";
-import {
-  close,
-  E,
-  ReadArena,
-  RING_BATCH,
-  ringInUse,
-  SOCK,
-  socketpair,
-  write,
-  writeMany,
-} from "../../sys/libc.ts";
+import { ReadArena, RING_BATCH, ringInUse, writeMany } from "../../sys/io.ts";
+import { close, E, SOCK, socketpair, write } from "../../sys/libc.ts";
 
 function pair(): [number, number, () => void] {
   const [a, b] = socketpair(SOCK.AF_UNIX, SOCK.DGRAM | SOCK.NONBLOCK);

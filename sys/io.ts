@@ -1,0 +1,467 @@
+// The library's frame I/O, the other half of the unsafe boundary (with sys/libc.ts): raw read(2)
+// and write(2) for hot loops, batches of them in one system call (an io_uring), and read buffers
+// whose address is taken once. The helper never loads this file (tests/helper_graph_test.ts):
+// none of it is on a privileged path, and its code would only slow the helper's start-up.
+
+import { E, LIBC_PATH, SYSCALL_NUMBERS as NR } from "./libc.ts";
+
+const SYMBOLS = {
+  // ssize_t read(int fd, void *buf, size_t n);  (result read as int: frames are far below
+  // 2 GiB, and -1 keeps its value in the low 32 bits)
+  read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  // ssize_t write(int fd, const void *buf, size_t n);  (as read)
+  write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  // ssize_t read(int fd, void *buf, size_t n);  (ReadArena: buf is an address it checked)
+  read_at: { name: "read", parameters: ["i32", "usize", "usize"], result: "i32" },
+  // long syscall(long number, ...);  io_uring and mmap, which glibc has no wrappers for (see
+  // sys/libc.ts on declaring it with six fixed long arguments)
+  syscall: { parameters: ["i64", "i64", "i64", "i64", "i64", "i64", "i64"], result: "i64" },
+  // int *__errno_location(void);
+  __errno_location: { parameters: [], result: "pointer" },
+  // Bench-only: the same read(2)/write(2) run on a worker thread, one promise per call. This
+  // is the design net/netdev.ts avoids (a thread hop per frame, and errno is lost on that
+  // thread); bench/netdev.ts measures it as the "naive" contender. The library never uses it.
+  bench_only_read_async: {
+    name: "read",
+    parameters: ["i32", "buffer", "usize"],
+    result: "i32",
+    nonblocking: true,
+  },
+  bench_only_write_async: {
+    name: "write",
+    parameters: ["i32", "buffer", "usize"],
+    result: "i32",
+    nonblocking: true,
+  },
+} as const;
+
+let bound: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] | undefined;
+
+/** The symbols, bound together on first use (so a call is never followed by a dlopen). */
+function io(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
+  return bound ??= Deno.dlopen(LIBC_PATH, SYMBOLS).symbols;
+}
+
+/** Reads errno. Call it straight after the failing call, before anything else touches libc. */
+function errno(): number {
+  const p = io().__errno_location();
+  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32(0);
+}
+
+function ptr(buf: ArrayBufferView<ArrayBuffer>): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+}
+
+/** The buffers whose addresses the system call in progress uses (see sys/libc.ts's inFlight). */
+let inFlight: readonly object[] = [];
+const NONE: readonly object[] = Object.freeze([]);
+
+/** One system call through syscall(2), holding `keep` for it; -1 with errno set on failure. */
+function sc(
+  keep: readonly object[],
+  nr: bigint,
+  a = 0n,
+  b = 0n,
+  c = 0n,
+  d = 0n,
+  e = 0n,
+  f = 0n,
+): number {
+  inFlight = keep;
+  try {
+    return Number(io().syscall(nr, a, b, c, d, e, f));
+  } finally {
+    inFlight = NONE;
+  }
+}
+
+/** How many buffers are held for a call now: 0 between calls. */
+export function ioBuffersInFlight(): number {
+  return inFlight.length;
+}
+
+const L = (n: number): bigint => BigInt(n);
+
+/** The raw read(2) for hot loops: returns the count or `-errno`, never throws. */
+export function readRaw(fd: number, buf: Uint8Array<ArrayBuffer>, len: bigint): number {
+  const n = io().read(fd, buf, len);
+  return n < 0 ? -errno() : n;
+}
+
+/**
+ * A buffer that read(2) fills at an offset with no view per call, so hot loops read frames
+ * straight into a batch rather than into a scratch buffer and then copy them (a per-frame
+ * TypedArray.prototype.set cost 4-8% of the CPU per frame in bench:netdev). The address is
+ * taken once; every read is bounds-checked against the buffer, and refused once the buffer was
+ * detached (say by a caller's `frame.buffer.transfer()`, which hands its memory to another
+ * ArrayBuffer).
+ */
+export class ReadArena {
+  /** The buffer, never resized; views of it are what callers get. */
+  readonly bytes: Uint8Array<ArrayBuffer>;
+  readonly #base: bigint;
+
+  /** The address as a number, for io_uring's requests; NaN when it is not exact as one. */
+  readonly #addr: number;
+
+  constructor(size: number) {
+    this.bytes = new Uint8Array(new ArrayBuffer(size));
+    this.#base = ptr(this.bytes);
+    this.#addr = this.#base <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(this.#base) : NaN;
+  }
+
+  /**
+   * read(2) of at most `len` bytes into `bytes[at ...]`: the count or `-errno`.
+   *
+   * @throws {RangeError} when `at + len` is outside the buffer or the buffer was detached.
+   */
+  read(fd: number, at: number, len: number): number {
+    // A detached buffer's views have byteLength 0, so this check covers it too.
+    if (!(at >= 0 && len >= 0 && at + len <= this.bytes.byteLength)) {
+      throw new RangeError(
+        this.bytes.byteLength === 0
+          ? "The read buffer was detached (transferred)"
+          : `read of ${len} bytes at ${at} is outside a buffer of ${this.bytes.byteLength}`,
+      );
+    }
+    const n = io().read_at(fd, this.#base + BigInt(at), BigInt(len));
+    return n < 0 ? -errno() : n;
+  }
+
+  /**
+   * `k` reads (at most RING_BATCH) of at most `len` bytes each, read i into `bytes[at[i] ...]`:
+   * in one system call where this thread has an io_uring ({@link Ring}), else read(2) after
+   * read(2) until one fails. `out[i]` gets read i's count or -errno; a read not tried (after
+   * one that failed) gets -EAGAIN. With `useRing` false, always read(2).
+   *
+   * @throws {RangeError} when a read would leave the buffer, or the buffer was detached.
+   */
+  readMany(
+    fd: number,
+    at: Uint32Array,
+    len: number,
+    k: number,
+    out: Int32Array,
+    useRing = true,
+  ): void {
+    const size = this.bytes.byteLength;
+    if (!(k >= 0 && k <= RING_BATCH && k <= at.length && k <= out.length && len >= 0)) {
+      throw new RangeError(`bad batch of reads: ${k} of ${len} bytes`);
+    }
+    for (let i = 0; i < k; i++) {
+      if (!(at[i]! + len <= size)) {
+        throw new RangeError(
+          size === 0
+            ? "The read buffer was detached (transferred)"
+            : `read of ${len} bytes at ${at[i]} is outside a buffer of ${size}`,
+        );
+      }
+    }
+    const r = useRing && k > 1 && this.#addr === this.#addr ? batchRing() : undefined;
+    if (r !== undefined) {
+      for (let i = 0; i < k; i++) r.put(i, IOU.OP_READ, fd, this.#addr + at[i]!, len);
+      r.submit(k, out, [this.bytes]);
+      if (out[0] !== -E.EOPNOTSUPP) return;
+      ring = null; // a file that cannot honour RWF_NOWAIT: read(2) from now on
+    }
+    let i = 0;
+    for (; i < k; i++) {
+      const n = io().read_at(fd, this.#base + BigInt(at[i]!), BigInt(len));
+      if (n < 0) {
+        out[i++] = -errno();
+        break;
+      }
+      out[i] = n;
+    }
+    for (; i < k; i++) out[i] = -E.EAGAIN;
+  }
+}
+
+/**
+ * The address of each buffer writeMany() wrote from, taken once: Deno.UnsafePointer.of costs
+ * about 0.8 µs a call here, more than the write it would be for. A buffer's memory never moves
+ * (resizable ones reserve theirs up front); once detached, its views have length 0, so a stale
+ * address is never read from.
+ */
+const bufferAddress = new WeakMap<ArrayBufferLike, number>();
+
+function addressOf(view: Uint8Array): number {
+  if (view.length === 0) return 0; // nothing is read (a detached buffer's views too)
+  const buffer = view.buffer;
+  let base = bufferAddress.get(buffer);
+  if (base === undefined) {
+    base = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(buffer))));
+    if (base === 0) return Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(view)));
+    bufferAddress.set(buffer, base);
+  }
+  return base + view.byteOffset;
+}
+
+/**
+ * `k` writes (at most RING_BATCH), frames[i] each, in one system call where this thread has an
+ * io_uring ({@link Ring}), else write(2) after write(2), stopping at the first EAGAIN or
+ * ENOBUFS (a full kernel). `out[i]` gets write i's count or -errno; a write not tried gets
+ * -EAGAIN. With `useRing` false, always write(2).
+ */
+export function writeMany(
+  fd: number,
+  frames: readonly Uint8Array<ArrayBuffer>[],
+  k: number,
+  out: Int32Array,
+  useRing = true,
+): void {
+  if (!(k >= 0 && k <= RING_BATCH && k <= frames.length && k <= out.length)) {
+    throw new RangeError(`bad batch of writes: ${k}`);
+  }
+  const r = useRing && k > 1 ? batchRing() : undefined;
+  if (r !== undefined) {
+    let ok = true;
+    for (let i = 0; i < k && ok; i++) {
+      const f = frames[i]!;
+      const addr = addressOf(f);
+      ok = addr <= Number.MAX_SAFE_INTEGER;
+      r.put(i, IOU.OP_WRITE, fd, addr, f.length);
+    }
+    if (ok) {
+      r.submit(k, out, frames);
+      if (out[0] !== -E.EOPNOTSUPP) return;
+      ring = null; // a file that cannot honour RWF_NOWAIT: write(2) from now on
+    }
+  }
+  let i = 0;
+  for (; i < k; i++) {
+    const f = frames[i]!;
+    const n = io().write(fd, f, BigInt(f.length));
+    if (n < 0) {
+      const e = errno();
+      out[i] = -e;
+      if (e === E.EAGAIN || e === E.ENOBUFS) {
+        i++;
+        break;
+      }
+    } else out[i] = n;
+  }
+  for (; i < k; i++) out[i] = -E.EAGAIN;
+}
+
+/** linux/io_uring.h, the parts the ring below uses. */
+const IOU = {
+  OP_READ: 22,
+  OP_WRITE: 23,
+  SETUP_SINGLE_ISSUER: 1 << 12,
+  FEAT_SINGLE_MMAP: 1 << 0,
+  OFF_SQ_RING: 0n,
+  OFF_CQ_RING: 0x8000000n,
+  OFF_SQES: 0x10000000n,
+  ENTER_GETEVENTS: 1n,
+  RWF_NOWAIT: 0x8,
+} as const;
+/** PROT_READ | PROT_WRITE, and MAP_SHARED | MAP_POPULATE. */
+const PROT_RW = 3n;
+const MAP_SHARED_POPULATE = 0x8001n;
+const TWO_32 = 4294967296;
+
+/** The most reads or writes one batch (one io_uring_enter) carries. */
+export const RING_BATCH = 64;
+
+/**
+ * Many reads or writes of frames in one system call: an io_uring (Linux 5.6+), one per thread
+ * (this module's instance), made on the first batch and kept for the process.
+ *
+ * Why: a system call's entry and exit can cost more than the tap's read itself (1.1 µs a call
+ * here, a paravirtualized VM, against about 0.3 µs for the read's own work), and a read loop
+ * pays it for every frame and once more for the read that finds the queue empty. A batch of k
+ * requests pays it once.
+ *
+ * The contract is read(2)'s: every request carries RWF_NOWAIT, so the kernel completes each one
+ * before io_uring_enter returns, with data or with -EAGAIN where read(2) on the non-blocking fd
+ * returns EAGAIN (a file that cannot honour RWF_NOWAIT fails it with EOPNOTSUPP). Nothing is
+ * left running: no poll armed, no worker thread, no buffer written after the call returned.
+ * submit() checks that every request it submitted completed; if one did not (a kernel breaking
+ * that contract), it waits for it before returning, and the thread goes back to read(2) and
+ * write(2) for good.
+ */
+class Ring {
+  readonly fd: number;
+  /** The SQ and CQ rings' words; the CQEs' results are read through #cq (signed). */
+  #r: Uint32Array;
+  #cq: Int32Array;
+  /** The submission queue entries, 16 words each. */
+  #sqe: Uint32Array;
+  #sqTailAt: number;
+  #sqMask: number;
+  #cqHeadAt: number;
+  #cqTailAt: number;
+  #cqMask: number;
+  #cqesAt: number;
+  /** Our copy of the SQ tail (only this thread writes it). */
+  #tail: number;
+  /** Set when a request outlived its io_uring_enter: the ring is not used again. */
+  broken = false;
+
+  private constructor(
+    fd: number,
+    ring: ArrayBuffer,
+    cqRing: ArrayBuffer,
+    sqes: ArrayBuffer,
+    p: DataView,
+  ) {
+    this.fd = fd;
+    this.#r = new Uint32Array(ring);
+    this.#cq = new Int32Array(cqRing);
+    this.#sqe = new Uint32Array(sqes);
+    const u32 = (at: number) => p.getUint32(at, true);
+    // struct io_uring_params: sq_off at 40 (head, tail, ring_mask, ring_entries, flags,
+    // dropped, array), cq_off at 80 (head, tail, ring_mask, ring_entries, overflow, cqes).
+    this.#sqTailAt = u32(44) >> 2;
+    this.#sqMask = this.#r[u32(48) >> 2]!;
+    this.#tail = this.#r[this.#sqTailAt]!;
+    const cqWords = new Uint32Array(cqRing);
+    this.#cqHeadAt = u32(80) >> 2;
+    this.#cqTailAt = u32(84) >> 2;
+    this.#cqMask = cqWords[u32(88) >> 2]!;
+    this.#cqesAt = u32(100) >> 2;
+    // The SQ's index array, identity once for all: entry i of the ring is SQE i.
+    const array = u32(64) >> 2;
+    for (let i = 0; i <= this.#sqMask; i++) this.#r[array + i] = i;
+  }
+
+  /** A new ring, or undefined where the kernel has none for us (ENOSYS, EPERM, too old). */
+  static open(): Ring | undefined {
+    const params = new Uint8Array(new ArrayBuffer(120));
+    const p = new DataView(params.buffer);
+    let fd = -1;
+    // SINGLE_ISSUER (6.0+) lets the kernel skip locking; older kernels refuse it (EINVAL).
+    for (const flags of [IOU.SETUP_SINGLE_ISSUER, 0]) {
+      params.fill(0);
+      p.setUint32(8, flags, true);
+      fd = sc([params], NR.io_uring_setup, L(RING_BATCH), ptr(params));
+      if (fd >= 0) break;
+    }
+    if (fd < 0) return undefined;
+    const maps: [number, number][] = [];
+    const map = (len: number, off: bigint): ArrayBuffer | undefined => {
+      const addr = sc(NONE, NR.mmap, 0n, BigInt(len), PROT_RW, MAP_SHARED_POPULATE, L(fd), off);
+      if (addr === -1 || addr <= 0) return undefined;
+      maps.push([addr, len]);
+      const at = Deno.UnsafePointer.create(BigInt(addr));
+      return at === null ? undefined : new Deno.UnsafePointerView(at).getArrayBuffer(len);
+    };
+    const u32 = (at: number) => p.getUint32(at, true);
+    const sqLen = u32(64) + u32(0) * 4;
+    const cqLen = u32(100) + u32(4) * 16;
+    const single = (u32(20) & IOU.FEAT_SINGLE_MMAP) !== 0;
+    const ring = map(single ? Math.max(sqLen, cqLen) : sqLen, IOU.OFF_SQ_RING);
+    const cqRing = single ? ring : map(cqLen, IOU.OFF_CQ_RING);
+    const sqes = map(u32(0) * 64, IOU.OFF_SQES);
+    if (ring === undefined || cqRing === undefined || sqes === undefined) {
+      for (const [addr, len] of maps) sc(NONE, NR.munmap, BigInt(addr), BigInt(len));
+      sc(NONE, NR.close, L(fd));
+      return undefined;
+    }
+    return new Ring(fd, ring, cqRing, sqes, p);
+  }
+
+  /** Fills request i of the next submit(): opcode, fd, buffer address and length. */
+  put(i: number, op: number, fd: number, addr: number, len: number): void {
+    const o = ((this.#tail + i) & this.#sqMask) << 4;
+    const s = this.#sqe;
+    s[o] = op; // opcode; flags, ioprio 0
+    s[o + 1] = fd;
+    s[o + 2] = 0xffffffff; // off = -1: the file's position (a tap has none)
+    s[o + 3] = 0xffffffff;
+    s[o + 4] = addr % TWO_32;
+    s[o + 5] = Math.floor(addr / TWO_32);
+    s[o + 6] = len;
+    s[o + 7] = IOU.RWF_NOWAIT;
+    s[o + 8] = i; // user_data: the request's index
+    s[o + 9] = 0;
+    s[o + 10] = 0;
+    s[o + 11] = 0;
+    s[o + 12] = 0;
+    s[o + 13] = 0;
+    s[o + 14] = 0;
+    s[o + 15] = 0;
+  }
+
+  /**
+   * Submits requests 0 … k-1 (put() before) and writes each one's result, a count or -errno, to
+   * out[i]. A request the kernel did not take gets -EAGAIN (as an empty queue or a full one).
+   * `keep` holds every buffer whose address a request carries, for the call.
+   */
+  submit(k: number, out: Int32Array, keep: readonly object[]): void {
+    const old = this.#tail;
+    this.#r[this.#sqTailAt] = (old + k) >>> 0; // published to the kernel by the system call
+    let n = sc(keep, NR.io_uring_enter, L(this.fd), L(k));
+    if (n < 0) n = 0; // nothing taken (EINTR, EAGAIN, EBUSY)
+    // What it did not take is taken back: the next submit() overwrites those entries.
+    this.#tail = (old + n) >>> 0;
+    this.#r[this.#sqTailAt] = this.#tail;
+    for (let i = n; i < k; i++) out[i] = -E.EAGAIN;
+    let done = this.#reap(out);
+    while (done < n) {
+      // A request still running: wait for it (its buffer is in `keep`), then stop using io_uring.
+      this.broken = true;
+      sc(keep, NR.io_uring_enter, L(this.fd), 0n, L(n - done), IOU.ENTER_GETEVENTS);
+      done += this.#reap(out);
+    }
+  }
+
+  /** Takes every completion there is; returns how many. */
+  #reap(out: Int32Array): number {
+    const r = this.#r;
+    let head = r[this.#cqHeadAt]!;
+    const tail = r[this.#cqTailAt]!;
+    let n = 0;
+    for (; head !== tail; head = (head + 1) >>> 0, n++) {
+      const at = this.#cqesAt + ((head & this.#cqMask) << 2);
+      out[r[at]!] = this.#cq[at + 2]!; // struct io_uring_cqe: user_data u64, res s32, flags u32
+    }
+    r[this.#cqHeadAt] = head;
+    return n;
+  }
+}
+
+/** This thread's ring: undefined until the first batch, null where there is none. */
+let ring: Ring | null | undefined;
+
+/** The ring for a batch, or undefined to use read(2) and write(2). */
+function batchRing(): Ring | undefined {
+  if (ring === undefined) ring = Ring.open() ?? null;
+  return ring === null || ring.broken ? undefined : ring;
+}
+
+/**
+ * Whether batches use an io_uring in this thread: true once one was made and still is used; for
+ * the tests and benches. Makes the ring when none was tried yet.
+ */
+export function ringInUse(): boolean {
+  return batchRing() !== undefined;
+}
+
+/** The raw write(2) for hot loops: returns the count or `-errno`, never throws. */
+export function writeRaw(fd: number, buf: Uint8Array<ArrayBuffer>, len: bigint): number {
+  const n = io().write(fd, buf, len);
+  return n < 0 ? -errno() : n;
+}
+
+/**
+ * Bench-only: read(2) on a worker thread (one promise per call; bench/netdev.ts's "naive"
+ * contender). Returns the count, or -1 on any error: errno is not readable on that thread.
+ */
+export function benchOnlyReadAsync(
+  fd: number,
+  buf: Uint8Array<ArrayBuffer>,
+  len: bigint,
+): Promise<number> {
+  return io().bench_only_read_async(fd, buf, len);
+}
+
+/** Bench-only: write(2) on a worker thread, like {@linkcode benchOnlyReadAsync}. */
+export function benchOnlyWriteAsync(
+  fd: number,
+  buf: Uint8Array<ArrayBuffer>,
+  len: bigint,
+): Promise<number> {
+  return io().bench_only_write_async(fd, buf, len);
+}
