@@ -28,8 +28,8 @@
 // Usage: deno task bench:netdev [--rounds=N] [--baseline=GIT-REF] [--cases=LIST] [--smoke]
 //   --rounds     rounds of C and ours, alternating, best kept (default 2; later rounds are
 //                skipped when the time budget runs short)
-//   --baseline   also run net/netdev.ts as of GIT-REF, or a copy of it in a file ("base"), for
-//                before/after in one run
+//   --baseline   also run net/netdev.ts as of GIT-REF (in the tree as of it), or a copy of it in
+//                a file ("base"), for before/after in one run
 //   --cases      a subset of drain,live,tx,memory (default drain,tx,memory)
 //   --smoke      a few seconds per contender, 64-byte frames only, one round, no memory soak:
 //                proves the bench runs (tests/privileged/bench_test.ts), measures nothing
@@ -471,17 +471,26 @@ try {
   }
   let baseModule: string | undefined;
   if (BASELINE) {
-    // net/netdev.ts as of the ref (or a copy of it in a file), its relative imports pointed
-    // back into this tree.
     const file = await Deno.stat(BASELINE).then((s) => s.isFile, () => false);
-    const text = file
-      ? await Deno.readTextFile(BASELINE)
-      : await runBounded(["git", "-C", ROOT, "show", `${BASELINE}:net/netdev.ts`], 10_000);
-    baseModule = `${tmp}/base_netdev.ts`;
-    await Deno.writeTextFile(
-      baseModule,
-      text.replaceAll(`from "../`, `from "${ROOT}/`).replaceAll(`from "./`, `from "${ROOT}/net/`),
-    );
+    if (file) {
+      // A copy of net/netdev.ts in a file: its relative imports pointed back into this tree.
+      baseModule = `${tmp}/base_netdev.ts`;
+      const text = await Deno.readTextFile(BASELINE);
+      await Deno.writeTextFile(
+        baseModule,
+        text.replaceAll(`from "../`, `from "${ROOT}/`).replaceAll(`from "./`, `from "${ROOT}/net/`),
+      );
+    } else {
+      // The whole tree as of the ref, so net/netdev.ts runs with the sys/ it was written for.
+      const dir = `${tmp}/base`;
+      await Deno.mkdir(dir);
+      await runBounded(
+        ["sh", "-c", 'git -C "$1" archive "$2" | tar -x -C "$3"', "sh", ROOT, BASELINE, dir],
+        30_000,
+      );
+      baseModule = `${dir}/net/netdev.ts`;
+      await Deno.stat(baseModule);
+    }
   }
   const paths: Paths = { cLoop, cfg, baseModule };
 

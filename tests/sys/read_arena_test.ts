@@ -3,7 +3,7 @@
 // memory-safe: bounds checks and a detached buffer.
 
 import assert from "node:assert/strict";
-import { ReadArena, RING_BATCH, ringInUse, writeMany } from "../../sys/io.ts";
+import { ioBuffersInFlight, ReadArena, RING_BATCH, ringInUse, writeMany } from "../../sys/io.ts";
 import { close, E, SOCK, socketpair, write } from "../../sys/libc.ts";
 
 function pair(): [number, number, () => void] {
@@ -77,6 +77,8 @@ Deno.test("ReadArena.readMany() reads each datagram into its slot in one call, a
   }
   // The machines this project runs on have io_uring: the batches' speed depends on it.
   assert.ok(ringInUse(), "no io_uring in this process (seccomp, kernel.io_uring_disabled?)");
+  // The buffers were held for the system calls only.
+  assert.equal(ioBuffersInFlight(), 0);
 });
 
 Deno.test("ReadArena.readMany() refuses a slot outside the buffer, or too many, before any read", () => {
