@@ -246,6 +246,7 @@ export function writeMany(
 
 /** linux/io_uring.h, the parts the ring below uses. */
 const IOU = {
+  OP_ASYNC_CANCEL: 14,
   OP_READ: 22,
   OP_WRITE: 23,
   SETUP_SINGLE_ISSUER: 1 << 12,
@@ -260,6 +261,10 @@ const IOU = {
 const PROT_RW = 3n;
 const MAP_SHARED_POPULATE = 0x8001n;
 const TWO_32 = 4294967296;
+/** A result slot not yet completed (no -errno is this large). */
+const PENDING = -0x40000000;
+/** Added to a request's index in the user_data of its cancellation. */
+const CANCEL_TAG = 0x40000000;
 
 /** The most reads or writes one batch (one io_uring_enter) carries. */
 export const RING_BATCH = 64;
@@ -298,6 +303,8 @@ class Ring {
   #tail: number;
   /** Set when a request outlived its io_uring_enter: the ring is not used again. */
   broken = false;
+  /** Its mappings, [address, length], for close(). */
+  #maps: readonly [number, number][] = [];
 
   private constructor(
     fd: number,
@@ -359,11 +366,33 @@ class Ring {
       sc(NONE, NR.close, L(fd));
       return undefined;
     }
-    return new Ring(fd, ring, cqRing, sqes, p);
+    const made = new Ring(fd, ring, cqRing, sqes, p);
+    made.#maps = maps;
+    return made;
   }
 
-  /** Fills request i of the next submit(): opcode, fd, buffer address and length. */
-  put(i: number, op: number, fd: number, addr: number, len: number): void {
+  /** Unmaps the rings and closes the fd (the self-test's own ring only; nothing may be out). */
+  close(): void {
+    this.#r = new Uint32Array(0);
+    this.#cq = new Int32Array(0);
+    this.#sqe = new Uint32Array(0);
+    for (const [addr, len] of this.#maps) sc(NONE, NR.munmap, BigInt(addr), BigInt(len));
+    this.#maps = [];
+    sc(NONE, NR.close, L(this.fd));
+  }
+
+  /**
+   * Fills request i of the next submit(): opcode, fd, buffer address and length. `rwFlags` is
+   * RWF_NOWAIT but in ringSafetyNetCheck(), which tests what happens without it.
+   */
+  put(
+    i: number,
+    op: number,
+    fd: number,
+    addr: number,
+    len: number,
+    rwFlags: number = IOU.RWF_NOWAIT,
+  ): void {
     const o = ((this.#tail + i) & this.#sqMask) << 4;
     const s = this.#sqe;
     s[o] = op; // opcode; flags, ioprio 0
@@ -373,7 +402,7 @@ class Ring {
     s[o + 4] = addr % TWO_32;
     s[o + 5] = Math.floor(addr / TWO_32);
     s[o + 6] = len;
-    s[o + 7] = IOU.RWF_NOWAIT;
+    s[o + 7] = rwFlags;
     s[o + 8] = i; // user_data: the request's index
     s[o + 9] = 0;
     s[o + 10] = 0;
@@ -397,25 +426,55 @@ class Ring {
     // What it did not take is taken back: the next submit() overwrites those entries.
     this.#tail = (old + n) >>> 0;
     this.#r[this.#sqTailAt] = this.#tail;
+    for (let i = 0; i < n; i++) out[i] = PENDING;
     for (let i = n; i < k; i++) out[i] = -E.EAGAIN;
-    let done = this.#reap(out);
-    while (done < n) {
-      // A request still running: wait for it (its buffer is in `keep`), then stop using io_uring.
+    let done = this.#reap(out, n);
+    if (done < n) {
+      // A request is still running, and the kernel may still write into its buffer (held in
+      // `keep` until this returns): RWF_NOWAIT's contract was broken. Cancel each one still out
+      // (IORING_OP_ASYNC_CANCEL by user_data, Linux 5.5+), wait for every one of them, and
+      // use read(2) and write(2) from now on.
       this.broken = true;
-      sc(keep, NR.io_uring_enter, L(this.fd), 0n, L(n - done), IOU.ENTER_GETEVENTS);
-      done += this.#reap(out);
+      let m = 0;
+      for (let i = 0; i < n; i++) if (out[i] === PENDING) this.#putCancel(m++, i);
+      const from = this.#tail;
+      this.#r[this.#sqTailAt] = (from + m) >>> 0;
+      const taken = Math.max(0, sc(keep, NR.io_uring_enter, L(this.fd), L(m)));
+      this.#tail = (from + taken) >>> 0;
+      this.#r[this.#sqTailAt] = this.#tail;
+      while (done < n) {
+        sc(keep, NR.io_uring_enter, L(this.fd), 0n, 1n, IOU.ENTER_GETEVENTS);
+        done += this.#reap(out, n);
+      }
     }
   }
 
-  /** Takes every completion there is; returns how many. */
-  #reap(out: Int32Array): number {
+  /** Request j of the next system call: cancel the request whose user_data is `target`. */
+  #putCancel(j: number, target: number): void {
+    const o = ((this.#tail + j) & this.#sqMask) << 4;
+    this.#sqe.fill(0, o, o + 16);
+    this.#sqe[o] = IOU.OP_ASYNC_CANCEL;
+    this.#sqe[o + 1] = 0xffffffff; // fd -1
+    this.#sqe[o + 4] = target; // addr: the user_data to cancel
+    this.#sqe[o + 8] = CANCEL_TAG + target;
+  }
+
+  /**
+   * Takes every completion there is; returns how many were of requests 0 … k-1 (a cancellation's
+   * own completion is not counted).
+   */
+  #reap(out: Int32Array, k: number): number {
     const r = this.#r;
     let head = r[this.#cqHeadAt]!;
     const tail = r[this.#cqTailAt]!;
     let n = 0;
-    for (; head !== tail; head = (head + 1) >>> 0, n++) {
+    for (; head !== tail; head = (head + 1) >>> 0) {
       const at = this.#cqesAt + ((head & this.#cqMask) << 2);
-      out[r[at]!] = this.#cq[at + 2]!; // struct io_uring_cqe: user_data u64, res s32, flags u32
+      const i = r[at]!; // struct io_uring_cqe: user_data u64, res s32, flags u32
+      if (i < k) {
+        out[i] = this.#cq[at + 2]!;
+        n++;
+      }
     }
     r[this.#cqHeadAt] = head;
     return n;
@@ -429,6 +488,26 @@ let ring: Ring | null | undefined;
 function batchRing(): Ring | undefined {
   if (ring === undefined) ring = Ring.open() ?? null;
   return ring === null || ring.broken ? undefined : ring;
+}
+
+/**
+ * Self-test of the safety net (tests/sys/read_arena_test.ts): on a ring of its own, a read of
+ * `fd` (which has nothing to read) without RWF_NOWAIT, which the kernel parks on a poll rather
+ * than finish: submit() must cancel it and return only once it completed. Returns that read's
+ * result (-ECANCELED) and whether the ring was then marked unusable.
+ */
+export function ringSafetyNetCheck(fd: number): { result: number; broken: boolean } | undefined {
+  const r = Ring.open();
+  if (r === undefined) return undefined;
+  try {
+    const buf = new Uint8Array(new ArrayBuffer(64));
+    const out = new Int32Array(1);
+    r.put(0, IOU.OP_READ, fd, Number(ptr(buf)), 64, 0);
+    r.submit(1, out, [buf]);
+    return { result: out[0]!, broken: r.broken };
+  } finally {
+    r.close();
+  }
 }
 
 /**

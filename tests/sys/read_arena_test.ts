@@ -3,7 +3,14 @@
 // memory-safe: bounds checks and a detached buffer.
 
 import assert from "node:assert/strict";
-import { ioBuffersInFlight, ReadArena, RING_BATCH, ringInUse, writeMany } from "../../sys/io.ts";
+import {
+  ioBuffersInFlight,
+  ReadArena,
+  RING_BATCH,
+  ringInUse,
+  ringSafetyNetCheck,
+  writeMany,
+} from "../../sys/io.ts";
 import { close, E, SOCK, socketpair, write } from "../../sys/libc.ts";
 
 function pair(): [number, number, () => void] {
@@ -142,6 +149,22 @@ Deno.test("writeMany() writes views at their own offsets, and an empty or detach
     assert.deepEqual([...arena.bytes.subarray(0, 4)], [4, 5, 6, 7]);
     assert.equal(arena.read(a, 0, 64), 3);
     assert.deepEqual([...arena.bytes.subarray(0, 3)], [20, 21, 22]);
+  } finally {
+    done();
+  }
+});
+
+Deno.test("a request the kernel parks (no RWF_NOWAIT) is cancelled and waited for, and the ring retired", () => {
+  const [a, b, done] = pair();
+  try {
+    // Nothing to read on `a`: without RWF_NOWAIT the kernel arms a poll and the read stays out.
+    const got = ringSafetyNetCheck(a);
+    assert.ok(got, "no io_uring here");
+    assert.deepEqual(got, { result: -125, broken: true }); // ECANCELED
+    assert.equal(ioBuffersInFlight(), 0);
+    // The cancelled read took nothing: a datagram sent now is still there for read(2).
+    write(b, new Uint8Array([7]));
+    assert.equal(new ReadArena(8).read(a, 0, 8), 1);
   } finally {
     done();
   }
