@@ -626,6 +626,16 @@ export class Netdev implements AsyncDisposable {
     slots.arena.readMany(this.#fd.value, slots.at, MAX_READ, k, slots.res, this.#ioUring);
   }
 
+  /**
+   * A read of a batch that failed with `-n`: the queue is empty for now (true). An error other
+   * than EAGAIN or EINTR is thrown when no frame was read yet (`read`); after some, the next read
+   * meets it again, with nothing to lose.
+   */
+  #failedRead(n: number, read: number): true {
+    if (n !== -E.EAGAIN && n !== -E.EINTR && read === 0) throw this.#rxError(-n);
+    return true;
+  }
+
   #rxError(errno: number): OsError {
     const e = new OsError(`read(${this.name})`, errno);
     this.counters.rx.errors++;
@@ -659,9 +669,7 @@ export class Netdev implements AsyncDisposable {
       for (let i = 0; i < k; i++) {
         const n = res[i]!;
         if (n < 0) {
-          if (n === -E.EAGAIN || n === -E.EINTR) empty = true;
-          else if (batch.length === 0) throw this.#rxError(-n);
-          else empty = true; // the next read meets the error again, with nothing to lose
+          empty = this.#failedRead(n, batch.length);
           continue;
         }
         got++;
@@ -896,9 +904,7 @@ export class Netdev implements AsyncDisposable {
       for (let i = 0; i < k; i++) {
         const n = res[i]!;
         if (n < 0) {
-          if (n === -E.EAGAIN || n === -E.EINTR) empty = true;
-          else if (read === 0) throw this.#rxError(-n);
-          else empty = true; // the next read meets the error again, with nothing to lose
+          empty = this.#failedRead(n, read);
           continue;
         }
         got++;
