@@ -2,7 +2,7 @@
 // thread and no promise per frame. Readiness is awaited once per burst (net/poller.ts: one
 // epoll set for every Netdev of the process, at most one wait on a worker thread); every frame
 // waiting is then read in a synchronous loop until EAGAIN, in batches of reads that each take one
-// system call (sys/libc.ts: io_uring, where the kernel has it).
+// system call (sys/io.ts: io_uring, where the kernel has it).
 
 import { Fd } from "../sys/fd.ts";
 import { E, OsError, POLL, readSmallFile, setNonBlocking } from "../sys/libc.ts";
@@ -201,9 +201,9 @@ const MAX_FRAME = 65536;
 const MAX_READ = MAX_FRAME + 256;
 
 /**
- * Frame lengths up to here get a view and a BigInt length made once and reused, so the hot
- * loops allocate nothing per frame (covers MTU 1500 with any virtio-net header). Longer frames
- * (jumbo, GSO) get a fresh one: their copy dwarfs the allocation.
+ * Frame lengths up to here get a BigInt length made once and reused, so send() allocates nothing
+ * per frame (covers MTU 1500 with any virtio-net header). Longer frames (jumbo, GSO) get a fresh
+ * one: their copy dwarfs the allocation.
  */
 const SMALL_FRAME = 2048 + 64;
 
@@ -364,19 +364,26 @@ class Batch implements FrameBatch {
  * little in a batch, but not nothing).
  */
 class Slots {
-  readonly arena = new ReadArena(SLOTS * MAX_READ);
-  readonly data = this.arena.bytes;
+  /** Where read i lands in the arena. */
   readonly at = new Uint32Array(SLOTS).map((_, i) => i * MAX_READ);
+  /** Each read's count or -errno. */
   readonly res = new Int32Array(SLOTS);
+  /** Reads in the next batch. */
+  k = 2;
   /** Views of each slot, by the length last seen (listen() hands them out). */
   readonly #views: (Uint8Array | undefined)[] = new Array(SLOTS).fill(undefined);
-  k = 2;
+  #arena: ReadArena | undefined;
+
+  /** The 1 MiB the reads land in, made on first use (batches() reads into its batch instead). */
+  get arena(): ReadArena {
+    return this.#arena ??= new ReadArena(SLOTS * MAX_READ);
+  }
 
   view(i: number, skip: number, size: number): Uint8Array {
     const v = this.#views[i];
     if (v !== undefined && v.length === size) return v;
     const start = this.at[i]! + skip;
-    return (this.#views[i] = this.data.subarray(start, start + size));
+    return (this.#views[i] = this.arena.bytes.subarray(start, start + size));
   }
 
   adapt(k: number, got: number): void {
