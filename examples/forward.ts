@@ -23,11 +23,15 @@ export const FORWARD_OFFLOADS: readonly Offload[] = ["csum", "tso4", "tso6", "ts
  * (`counters.tx.errors`) and forwarding goes on. (`a.listen((f) => b.send(f))` does the same
  * with one write(2) a frame.)
  *
- * @returns The two loops, settled when both Netdevs are closed.
+ * @returns The two loops, settled when both ended: closing either Netdev ends both (the other at
+ * its next batch).
  */
 export async function forward(a: Netdev, b: Netdev): Promise<void> {
   const pump = async (from: Netdev, to: Netdev) => {
-    for await (const batch of from.batches()) to.writeBatch(batch);
+    for await (const batch of from.batches()) {
+      if (to.closed) break; // the other side is gone: so is the forwarding
+      to.writeBatch(batch);
+    }
   };
   await Promise.all([pump(a, b), pump(b, a)]);
 }
