@@ -54,6 +54,17 @@ interface Result {
   /** CPU seconds of the forwarder per GB forwarded (none for the kernel path). */
   cpuPerGB?: number;
   retransmits: number;
+  /**
+   * Frames the two taps dropped toward the forwarder because their queues (txqueuelen) were full:
+   * the forwarder did not read in time (the kernel's tx_dropped; none for the kernel path).
+   */
+  tapDrops?: number;
+}
+
+/** A tap's tx_dropped: frames its queue toward the reader had no room for. */
+async function tapDrops(ns: NetNs, tap: string): Promise<number> {
+  const out = await ns.sh(`cat /sys/class/net/${tap}/statistics/tx_dropped`);
+  return Number(out.stdout.trim()) || 0;
 }
 
 async function preflight(): Promise<void> {
@@ -174,6 +185,7 @@ async function throughForwarder(
       who,
       gbps: r.gbps,
       retransmits: r.retransmits,
+      tapDrops: (await tapDrops(a, "fA")) + (await tapDrops(b, "fB")),
       ...(r.bytes > 0 ? { cpuPerGB: cpu / (r.bytes / 1e9) } : {}),
     };
   } finally {
@@ -266,10 +278,12 @@ try {
   const x = (a: number, b: number) => `${(a / b).toFixed(1)}x`;
   const lines = [
     `\nTCP through a forwarder between two taps (iperf3, ${SECONDS} s each, best of ${ROUNDS} ` +
-    `round(s); median Gbit/s and median CPU time of the forwarder per GB beside it):\n`,
+    `round(s); median Gbit/s and median CPU time of the forwarder per GB beside it; TCP ` +
+    `retransmits and the taps' drops toward the forwarder, its queues full, in the best round):\n`,
     `${"path".padEnd(16)} ${"Gbit/s".padStart(7)} ${"of C".padStart(6)} ${"of veth".padStart(8)} ` +
-    `${"median".padStart(7)} ${"CPU s/GB".padStart(9)} ${"retr".padStart(6)}`,
-    "-".repeat(66),
+    `${"median".padStart(7)} ${"CPU s/GB".padStart(9)} ${"retr".padStart(6)} ` +
+    `${"tap drops".padStart(9)}`,
+    "-".repeat(76),
     ...results.map((r) =>
       `${r.who.padEnd(16)} ${r.gbps.toFixed(2).padStart(7)} ${
         ratio(r.gbps, by("C+offloads").gbps).padStart(6)
@@ -277,7 +291,7 @@ try {
         r.medianGbps.toFixed(2).padStart(7)
       } ${(r.cpuPerGB === undefined ? "-" : r.cpuPerGB.toFixed(3)).padStart(9)} ${
         String(r.retransmits).padStart(6)
-      }`
+      } ${(r.tapDrops === undefined ? "-" : String(r.tapDrops)).padStart(9)}`
     ),
     "",
     `Goals: ours with offloads >= 90% of the C forwarder with the same offloads: ` +

@@ -162,7 +162,7 @@ export class ReadArena {
       for (let i = 0; i < k; i++) r.put(i, IOU.OP_READ, fd, this.#addr + at[i]!, len);
       r.submit(k, out, [this.bytes]);
       if (out[0] !== -E.EOPNOTSUPP) return;
-      ring = null; // a file that cannot honour RWF_NOWAIT: read(2) from now on
+      retire(); // a file that cannot honour RWF_NOWAIT: read(2) from now on
     }
     let i = 0;
     for (; i < k; i++) {
@@ -225,7 +225,7 @@ export function writeMany(
     if (ok) {
       r.submit(k, out, frames);
       if (out[0] !== -E.EOPNOTSUPP) return;
-      ring = null; // a file that cannot honour RWF_NOWAIT: write(2) from now on
+      retire(); // a file that cannot honour RWF_NOWAIT: write(2) from now on
     }
   }
   let i = 0;
@@ -283,8 +283,8 @@ export const RING_BATCH = 64;
  * returns EAGAIN (a file that cannot honour RWF_NOWAIT fails it with EOPNOTSUPP). Nothing is
  * left running: no poll armed, no worker thread, no buffer written after the call returned.
  * submit() checks that every request it submitted completed; if one did not (a kernel breaking
- * that contract), it waits for it before returning, and the thread goes back to read(2) and
- * write(2) for good.
+ * that contract), it cancels it and waits for it before returning, and the thread goes back to
+ * read(2) and write(2) for good.
  */
 class Ring {
   readonly fd: number;
@@ -371,7 +371,7 @@ class Ring {
     return made;
   }
 
-  /** Unmaps the rings and closes the fd (the self-test's own ring only; nothing may be out). */
+  /** Unmaps the rings and closes the fd: a retired ring, or the self-test's; nothing may be out. */
   close(): void {
     this.#r = new Uint32Array(0);
     this.#cq = new Int32Array(0);
@@ -487,7 +487,14 @@ let ring: Ring | null | undefined;
 /** The ring for a batch, or undefined to use read(2) and write(2). */
 function batchRing(): Ring | undefined {
   if (ring === undefined) ring = Ring.open() ?? null;
-  return ring === null || ring.broken ? undefined : ring;
+  if (ring?.broken) retire();
+  return ring ?? undefined;
+}
+
+/** Closes this thread's ring for good (nothing of it is running: submit() saw to that). */
+function retire(): void {
+  ring?.close();
+  ring = null;
 }
 
 /**
