@@ -167,11 +167,11 @@ export interface NetdevOptions {
    */
   burst?: number;
   /**
-   * Read (and, in writeBatch(), write) frames in batches of up to 16 through an io_uring, one
-   * system call for a batch, where the kernel has one (Linux 5.6 or later; none under a seccomp
-   * filter or `kernel.io_uring_disabled` that refuses it): every request is non-blocking and
-   * done when the call returns, as read(2) is. `false`: one read(2) or write(2) per frame.
-   * Default true.
+   * Read frames in batches of up to 16, and write writeBatch()'s in batches of up to 64, through
+   * an io_uring, one system call for a batch, where the kernel has one (Linux 5.6 or later; none
+   * under a seccomp filter or `kernel.io_uring_disabled` that refuses it): every request is
+   * non-blocking and done when the call returns, as read(2) is. `false`: one read(2) or write(2)
+   * per frame. Default true.
    */
   ioUring?: boolean;
 }
