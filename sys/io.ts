@@ -116,16 +116,22 @@ export class ReadArena {
    * @throws {RangeError} when `at + len` is outside the buffer or the buffer was detached.
    */
   read(fd: number, at: number, len: number): number {
-    // A detached buffer's views have byteLength 0, so this check covers it too.
-    if (!(at >= 0 && len >= 0 && at + len <= this.bytes.byteLength)) {
-      throw new RangeError(
-        this.bytes.byteLength === 0
-          ? "The read buffer was detached (transferred)"
-          : `read of ${len} bytes at ${at} is outside a buffer of ${this.bytes.byteLength}`,
-      );
-    }
+    this.#checkRange(at, len);
     const n = io().read_at(fd, this.#base + BigInt(at), BigInt(len));
     return n < 0 ? -errno() : n;
+  }
+
+  /** Throws RangeError unless `len` bytes at `at` are inside the buffer (none once detached). */
+  #checkRange(at: number, len: number): void {
+    // A detached buffer's views have byteLength 0, so this check covers it too.
+    const size = this.bytes.byteLength;
+    if (!(at >= 0 && len >= 0 && at + len <= size)) {
+      throw new RangeError(
+        size === 0
+          ? "The read buffer was detached (transferred)"
+          : `read of ${len} bytes at ${at} is outside a buffer of ${size}`,
+      );
+    }
   }
 
   /**
@@ -144,19 +150,10 @@ export class ReadArena {
     out: Int32Array,
     useRing = true,
   ): void {
-    const size = this.bytes.byteLength;
     if (!(k >= 0 && k <= RING_BATCH && k <= at.length && k <= out.length && len >= 0)) {
       throw new RangeError(`bad batch of reads: ${k} of ${len} bytes`);
     }
-    for (let i = 0; i < k; i++) {
-      if (!(at[i]! + len <= size)) {
-        throw new RangeError(
-          size === 0
-            ? "The read buffer was detached (transferred)"
-            : `read of ${len} bytes at ${at[i]} is outside a buffer of ${size}`,
-        );
-      }
-    }
+    for (let i = 0; i < k; i++) this.#checkRange(at[i]!, len);
     const r = useRing && k > 1 && this.#addr === this.#addr ? batchRing() : undefined;
     if (r !== undefined) {
       for (let i = 0; i < k; i++) r.put(i, IOU.OP_READ, fd, this.#addr + at[i]!, len);
@@ -166,12 +163,12 @@ export class ReadArena {
     }
     let i = 0;
     for (; i < k; i++) {
-      const n = io().read_at(fd, this.#base + BigInt(at[i]!), BigInt(len));
+      const n = this.read(fd, at[i]!, len);
+      out[i] = n;
       if (n < 0) {
-        out[i++] = -errno();
+        i++;
         break;
       }
-      out[i] = n;
     }
     for (; i < k; i++) out[i] = -E.EAGAIN;
   }
