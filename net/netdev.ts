@@ -6,7 +6,7 @@
 
 import { Fd } from "../sys/fd.ts";
 import { E, OsError, POLL, readSmallFile, setNonBlocking } from "../sys/libc.ts";
-import { ReadArena, RING_BATCH, writeMany, writeRaw } from "../sys/io.ts";
+import { ReadArena, RING_BATCH, ringInUse, writeMany, writeManyAt, writeRaw } from "../sys/io.ts";
 import { NetControl } from "./bridge.ts";
 import { Watch } from "./poller.ts";
 import {
@@ -167,11 +167,12 @@ export interface NetdevOptions {
    */
   burst?: number;
   /**
-   * Read frames in batches of up to 16, and write writeBatch()'s in batches of up to 64, through
-   * an io_uring, one system call for a batch, where the kernel has one (Linux 5.6 or later; none
-   * under a seccomp filter or `kernel.io_uring_disabled` that refuses it): every request is
-   * non-blocking and done when the call returns, as read(2) is. `false`: one read(2) or write(2)
-   * per frame. Default true.
+   * Read frames in batches of up to 16, and write writeBatch()'s and a burst of send()'s in
+   * batches of up to 64, through an io_uring, one system call for a batch, where the kernel has
+   * one (Linux 5.6 or later; none under a seccomp filter or `kernel.io_uring_disabled` that
+   * refuses it): every request is non-blocking and done when the call returns, as read(2) is.
+   * `false`: one read(2) or write(2) per frame, and send() writes every frame at once. Default
+   * true.
    */
   ioUring?: boolean;
 }
@@ -289,6 +290,46 @@ class CopyPool {
   }
 }
 
+/** An Ethernet header: the shortest frame a tap takes (tun_get_user() refuses less: EINVAL). */
+const ETH_HLEN = 14;
+
+/** What send() may hold for one batched write: 64 frames of up to COALESCE_MAX bytes. */
+const COALESCE_BYTES = 256 * 1024;
+/** A larger frame (GSO) is written at once: its copy would cost more than the call saves. */
+const COALESCE_MAX = 16384;
+/**
+ * Microtask turns without a send() after which a burst is over and its frames are written. One
+ * `await nic.write(f)` loop turns once a frame; a WritableStream's writer three times.
+ */
+const COALESCE_IDLE_TURNS = 4;
+
+/**
+ * Frames send() copied while a burst was open, back to back as they go on the wire (with their
+ * zeroed virtio-net header in strip mode), their bounds in two arrays: the next write of them
+ * all is one system call (sys/io.ts writeManyAt).
+ */
+class Coalesced {
+  readonly bytes = new Uint8Array(new ArrayBuffer(COALESCE_BYTES));
+  readonly at = new Uint32Array(RING_BATCH);
+  readonly len = new Uint32Array(RING_BATCH);
+  readonly res = new Int32Array(RING_BATCH);
+  count = 0;
+  used = 0;
+
+  /** Copies `frame` behind `hdr` zero bytes; false when it does not fit (write the rest first). */
+  add(frame: Uint8Array, hdr: number): boolean {
+    const n = hdr + frame.length;
+    const at = this.used;
+    if (this.count === RING_BATCH || at + n > COALESCE_BYTES) return false;
+    if (hdr > 0) this.bytes.fill(0, at, at + hdr);
+    this.bytes.set(frame, at + hdr);
+    this.at[this.count] = at;
+    this.len[this.count++] = n;
+    this.used = (at + n + 7) & ~7;
+    return true;
+  }
+}
+
 /** Reads per batch at most: 16 reads of the largest frame take 1 MiB of buffer. */
 const SLOTS = 16;
 /** A frame this large (GSO) stays where batches() read it rather than move down (a copy). */
@@ -402,7 +443,8 @@ class Slots {
  *
  * A NIC drops rather than fails: a frame the kernel refuses (the link is down, the frame is too
  * short or too long) is counted in `counters.tx.errors` with `counters.tx.lastError`, and the
- * send returns false. Only a closed Netdev throws.
+ * send returns false (or, for a frame batched in a burst, true: see send()). Only a closed
+ * Netdev throws.
  */
 export class Netdev implements AsyncDisposable {
   /** The tap's interface name, for example `"tap0"`. */
@@ -446,6 +488,18 @@ export class Netdev implements AsyncDisposable {
   #txQueue: Ring<Uint8Array<ArrayBuffer>>;
   #txFlush: Promise<void> | undefined;
   #txWaiters: (() => void)[] = [];
+  /** send()'s frames held for one batched write while a burst is open (made on first use). */
+  #co: Coalesced | undefined;
+  /**
+   * A burst: a write went out in the current chain of microtasks, so the frames sent after it
+   * in the same chain are batched (send()). Only while the transmit queue is empty.
+   */
+  #burstOpen = false;
+  #burstTurnQueued = false;
+  /** Frames batched so far, and as of the burst's last microtask turn. */
+  #coalescedSends = 0;
+  #seenSends = 0;
+  #idleTurns = 0;
   /** Who reads now, for the "already has a reader" message. */
   #reader: string | undefined;
   #readable: ReadableStream<Uint8Array> | undefined;
@@ -965,9 +1019,9 @@ export class Netdev implements AsyncDisposable {
   }
 
   /**
-   * A WritableStream of frames; writes wait while the transmit queue is full. A frame the kernel
-   * refuses is counted (`counters.tx.errors`), never an error of the stream; writing to a closed
-   * Netdev is.
+   * A WritableStream of frames, each sent as send() does (a run of writes is a burst, batched);
+   * writes wait while the transmit queue is full. A frame the kernel refuses is counted
+   * (`counters.tx.errors`), never an error of the stream; writing to a closed Netdev is.
    */
   get writable(): WritableStream<Uint8Array> {
     return new WritableStream<Uint8Array>({
@@ -983,22 +1037,36 @@ export class Netdev implements AsyncDisposable {
   }
 
   /**
-   * Sends one frame now if the kernel takes it, else queues it (bounded by `txQueue`). Never
-   * blocks, and never throws for a frame: one the kernel refuses (EIO while the link is down,
-   * EINVAL when shorter than an Ethernet header, EMSGSIZE, ...) is counted in
-   * `counters.tx.errors` with `counters.tx.lastError`. When the kernel is full, it
-   * copies the frame into its queue: the caller may reuse its buffer as soon as send() returns.
+   * Sends one frame, or queues it (bounded by `txQueue`) while the kernel is full. Never blocks,
+   * and never throws for a frame: one the kernel refuses (EIO while the link is down, EINVAL
+   * when shorter than an Ethernet header, EMSGSIZE, ...) is counted in `counters.tx.errors` with
+   * `counters.tx.lastError`. Whenever it holds a frame (batched or queued), it copies the frame:
+   * the caller may reuse its buffer as soon as send() returns.
    *
-   * @returns true when the frame was sent or queued; false when it was dropped (the queue was
-   * full: `counters.tx.drops`) or refused (`counters.tx.errors`).
+   * Bursts are batched (with an io_uring, see `ioUring`): the first frame is written at once;
+   * the frames sent after it in the same chain of microtasks (a loop of send(), a listen()
+   * handler forwarding a batch, a chain of `await write()`) are copied and written together, in
+   * one system call, when 64 are waiting or when that chain of microtasks ends, so never later
+   * than the event loop's next turn; {@linkcode Netdev.flush} writes them at once. A batched
+   * frame the kernel refuses is counted when written, and ends the burst, so that the next
+   * send() answers for its own frame again. A frame shorter than the kernel takes, and one over
+   * 16 KiB, are written at once, after the batch.
+   *
+   * @returns true when the frame was sent, batched or queued; false when it was dropped (the
+   * queue was full: `counters.tx.drops`) or refused (`counters.tx.errors`).
    * @throws {Error} when the Netdev is closed.
    */
   send(frame: Uint8Array): boolean {
     if (this.#closed) throw new Error("Netdev is closed");
+    if (this.#burstOpen && this.#coalesce(frame)) return true;
     const q = this.#txQueue;
     if (q.length === 0) {
       const r = this.#writeNow(frame);
-      if (r !== 0) return r > 0;
+      if (r > 0) {
+        if (!this.#burstOpen) this.#openBurst();
+        return true;
+      }
+      if (r < 0) return false;
     }
     if (q.full) {
       this.counters.tx.drops++;
@@ -1010,6 +1078,104 @@ export class Netdev implements AsyncDisposable {
   }
 
   /**
+   * Writes the frames send() has batched in this burst now, in one system call, rather than
+   * when the burst ends (see send()): for a frame that must not wait, or before `Deno.exit()`,
+   * which runs no more microtasks. A no-op when there are none, or once closed.
+   */
+  flush(): void {
+    if (!this.#closed) this.#flushCoalesced();
+  }
+
+  /**
+   * Copies `frame` into the burst's batch (written when it is full or the burst ends); false
+   * when the frame must be written on its own now (the batch written first, for the order): a
+   * frame shorter than the kernel takes (so its refusal is send()'s answer), a large one, or a
+   * burst a refusal just ended.
+   */
+  #coalesce(frame: Uint8Array): boolean {
+    const strip = this.vnetHdrLen > 0 && this.vnetMode === "strip" ? this.vnetHdrLen : 0;
+    // An Ethernet header, behind the virtio-net header in raw mode.
+    const min = ETH_HLEN + (strip > 0 ? 0 : this.vnetHdrLen);
+    if (frame.length < min || frame.length > COALESCE_MAX) {
+      this.#flushCoalesced();
+      return false;
+    }
+    const co = this.#co ??= new Coalesced();
+    if (!co.add(frame, strip)) {
+      this.#flushCoalesced();
+      if (!this.#burstOpen || !co.add(frame, strip)) return false;
+    }
+    this.#coalescedSends++;
+    if (co.count === RING_BATCH) this.#flushCoalesced();
+    return true;
+  }
+
+  /** A write went out: batch what is sent next in this chain of microtasks (with an io_uring). */
+  #openBurst(): void {
+    if (!this.#ioUring || !ringInUse()) return;
+    this.#burstOpen = true;
+    this.#seenSends = this.#coalescedSends;
+    this.#idleTurns = 0;
+    if (!this.#burstTurnQueued) {
+      this.#burstTurnQueued = true;
+      queueMicrotask(this.#burstTurn);
+    }
+  }
+
+  /**
+   * Follows the microtasks while frames keep being sent; COALESCE_IDLE_TURNS turns without one
+   * end the burst, and its frames are written. So a frame never waits past the microtasks of the
+   * task that sent it (the event loop's next turn), nor behind more than 63 others.
+   */
+  #burstTurn = (): void => {
+    if (this.#burstOpen && this.#coalescedSends !== this.#seenSends) {
+      this.#seenSends = this.#coalescedSends;
+      this.#idleTurns = 0;
+      queueMicrotask(this.#burstTurn);
+      return;
+    }
+    if (this.#burstOpen && ++this.#idleTurns < COALESCE_IDLE_TURNS) {
+      queueMicrotask(this.#burstTurn);
+      return;
+    }
+    this.#burstTurnQueued = false;
+    this.#burstOpen = false;
+    if (!this.#closed) this.#flushCoalesced();
+  };
+
+  /**
+   * Writes the burst's batch (writeManyAt: one system call with an io_uring) and counts each
+   * frame as send() would have. A refusal ends the burst, so the next send() answers for its
+   * own frame; a frame the kernel had no room for goes to the transmit queue, in order.
+   */
+  #flushCoalesced(): void {
+    const co = this.#co;
+    if (co === undefined || co.count === 0) return;
+    const k = co.count;
+    co.count = 0;
+    co.used = 0;
+    writeManyAt(this.#fd.value, co.bytes, co.at, co.len, k, co.res, this.#ioUring);
+    const tx = this.counters.tx;
+    const hdr = this.vnetHdrLen;
+    const q = this.#txQueue;
+    for (let i = 0; i < k; i++) {
+      const n = co.res[i]!;
+      if (n >= 0) {
+        tx.frames++;
+        tx.bytes += n > hdr ? n - hdr : 0;
+      } else if (n === -E.EAGAIN || n === -E.ENOBUFS) {
+        this.#burstOpen = false;
+        if (q.full) tx.drops++;
+        else q.push(co.bytes.slice(co.at[i]!, co.at[i]! + co.len[i]!));
+      } else {
+        this.#burstOpen = false;
+        this.#txRefused(-n);
+      }
+    }
+    if (q.length > 0) this.#txFlush ??= this.#track(this.#flush());
+  }
+
+  /**
    * Sends every frame of `frames` (a {@linkcode FrameBatch} from another Netdev, an array, any
    * iterable) as send() does, in one synchronous loop.
    *
@@ -1018,6 +1184,7 @@ export class Netdev implements AsyncDisposable {
    */
   writeBatch(frames: Iterable<Uint8Array>): number {
     if (this.#closed) throw new Error("Netdev is closed");
+    this.#flushCoalesced(); // what send() batched goes first
     let sent = 0;
     // Frames as they go on the wire (strip mode needs a header in front: one at a time, as
     // send() does), in batches of one system call each while nothing waits in the queue.
@@ -1067,6 +1234,7 @@ export class Netdev implements AsyncDisposable {
         tx.bytes += n > hdr ? n - hdr : 0;
         sent++;
       } else if (n === -E.EAGAIN || n === -E.ENOBUFS) {
+        this.#burstOpen = false; // to the queue, behind nothing batched
         if (this.send(batch[i]!)) sent++;
       } else {
         this.#txRefused(-n);
@@ -1077,9 +1245,10 @@ export class Netdev implements AsyncDisposable {
   }
 
   /**
-   * Sends one frame, waiting (without dropping) while the transmit queue is full.
+   * Sends one frame as send() does (a chain of `await write()` is a burst, batched), waiting
+   * (without dropping) while the transmit queue is full.
    *
-   * @returns true when sent or queued, false when the kernel refused it (counted in
+   * @returns true when sent, batched or queued, false when the kernel refused it (counted in
    * `counters.tx.errors`); never rejects but for a closed Netdev.
    */
   write(frame: Uint8Array): Promise<boolean> {
@@ -1211,6 +1380,9 @@ export class Netdev implements AsyncDisposable {
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      // What send() batched was accepted: it goes out before the fd closes.
+      this.#flushCoalesced();
+      this.#burstOpen = false;
       this.#closed = true;
       // Wake a poll that is waiting on another thread before closing the fds it watches.
       this.#wake();

@@ -241,6 +241,54 @@ export function writeMany(
   for (; i < k; i++) out[i] = -E.EAGAIN;
 }
 
+/**
+ * Like {@linkcode writeMany}, for `k` frames laid out in one buffer: write i is `len[i]` bytes
+ * at `bytes[at[i] ...]` (Netdev.send()'s batch of coalesced frames, with no view per frame).
+ *
+ * @throws {RangeError} when a write would leave the buffer, or the buffer was detached.
+ */
+export function writeManyAt(
+  fd: number,
+  bytes: Uint8Array<ArrayBuffer>,
+  at: Uint32Array,
+  len: Uint32Array,
+  k: number,
+  out: Int32Array,
+  useRing = true,
+): void {
+  if (!(k >= 0 && k <= RING_BATCH && k <= at.length && k <= len.length && k <= out.length)) {
+    throw new RangeError(`bad batch of writes: ${k}`);
+  }
+  // A detached buffer's views have byteLength 0, so this check covers it too.
+  const size = bytes.byteLength;
+  for (let i = 0; i < k; i++) {
+    if (!(at[i]! + len[i]! <= size && len[i]! > 0)) {
+      throw new RangeError(`write of ${len[i]} bytes at ${at[i]} is outside a buffer of ${size}`);
+    }
+  }
+  const base = addressOf(bytes);
+  const r = useRing && k > 1 && base <= Number.MAX_SAFE_INTEGER - size ? batchRing() : undefined;
+  if (r !== undefined) {
+    for (let i = 0; i < k; i++) r.put(i, IOU.OP_WRITE, fd, base + at[i]!, len[i]!);
+    r.submit(k, out, [bytes]);
+    if (out[0] !== -E.EOPNOTSUPP) return;
+    retire(); // a file that cannot honour RWF_NOWAIT: write(2) from now on
+  }
+  let i = 0;
+  for (; i < k; i++) {
+    const n = io().write(fd, bytes.subarray(at[i]!, at[i]! + len[i]!), BigInt(len[i]!));
+    if (n < 0) {
+      const e = errno();
+      out[i] = -e;
+      if (e === E.EAGAIN || e === E.ENOBUFS) {
+        i++;
+        break;
+      }
+    } else out[i] = n;
+  }
+  for (; i < k; i++) out[i] = -E.EAGAIN;
+}
+
 /** linux/io_uring.h, the parts the ring below uses. */
 const IOU = {
   OP_ASYNC_CANCEL: 14,

@@ -10,6 +10,7 @@ import {
   ringInUse,
   ringSafetyNetCheck,
   writeMany,
+  writeManyAt,
 } from "../../sys/io.ts";
 import { close, E, SOCK, socketpair, write } from "../../sys/libc.ts";
 
@@ -130,6 +131,58 @@ Deno.test("writeMany() sends each frame as one write, in order, with io_uring an
     } finally {
       done();
     }
+  }
+});
+
+Deno.test("writeManyAt() sends each range of one buffer as one write, in order, with io_uring and without", () => {
+  for (const useRing of [true, false]) {
+    const [a, b, done] = pair();
+    try {
+      const bytes = new Uint8Array(new ArrayBuffer(64)).map((_, i) => i);
+      const at = new Uint32Array([40, 0, 17]);
+      const len = new Uint32Array([3, 5, 1]);
+      const out = new Int32Array(3);
+      writeManyAt(b, bytes, at, len, 3, out, useRing);
+      assert.deepEqual([...out], [3, 5, 1], `useRing ${useRing}`);
+      const arena = new ReadArena(64);
+      for (const want of [[40, 41, 42], [0, 1, 2, 3, 4], [17]]) {
+        assert.equal(arena.read(a, 0, 64), want.length);
+        assert.deepEqual([...arena.bytes.subarray(0, want.length)], want);
+      }
+      assert.equal(arena.read(a, 0, 64), -E.EAGAIN);
+    } finally {
+      done();
+    }
+  }
+});
+
+Deno.test("writeManyAt() refuses a range outside the buffer, an empty one or a detached buffer, before any write", () => {
+  const [a, b, done] = pair();
+  try {
+    const out = new Int32Array(2);
+    const bytes = new Uint8Array(new ArrayBuffer(64));
+    for (const [at, len] of [[60, 8], [0, 65], [64, 1], [0, 0], [0xffffffff, 2]]) {
+      assert.throws(
+        () => writeManyAt(b, bytes, new Uint32Array([0, at!]), new Uint32Array([4, len!]), 2, out),
+        RangeError,
+        `at ${at}, len ${len}`,
+      );
+    }
+    assert.throws(
+      () => writeManyAt(b, bytes, new Uint32Array(1), new Uint32Array([4]), 2, out),
+      RangeError,
+      "more writes than ranges",
+    );
+    const gone = new Uint8Array(new ArrayBuffer(64));
+    gone.buffer.transfer();
+    assert.throws(
+      () => writeManyAt(b, gone, new Uint32Array([0]), new Uint32Array([4]), 1, out),
+      RangeError,
+    );
+    // Nothing was written.
+    assert.equal(new ReadArena(64).read(a, 0, 64), -E.EAGAIN);
+  } finally {
+    done();
   }
 });
 
