@@ -224,7 +224,9 @@ export function attachV86(
 
   const fromGuest = (frame: unknown) => {
     if (!(frame instanceof Uint8Array)) return;
-    // ne2k's frame is a view into its memory; send() writes it now or queues a copy.
+    // ne2k's frame is a view into its memory; send() writes it now, or copies it (a later frame
+    // of a burst, written with the others when v86's task ends, or one queued while the kernel
+    // is full).
     try {
       if (netdev.closed || !netdev.send(frame)) {
         counters.fromGuest.drops++;
