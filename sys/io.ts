@@ -225,9 +225,22 @@ export function writeMany(
       retire(); // a file that cannot honour RWF_NOWAIT: write(2) from now on
     }
   }
+  writeEach(fd, k, out, (i) => frames[i]!);
+}
+
+/**
+ * write(2) after write(2) of frame(0) … frame(k-1), stopping at the first EAGAIN or ENOBUFS (a
+ * full kernel): out[i] gets each count or -errno, -EAGAIN for a write not tried.
+ */
+function writeEach(
+  fd: number,
+  k: number,
+  out: Int32Array,
+  frame: (i: number) => Uint8Array<ArrayBuffer>,
+): void {
   let i = 0;
   for (; i < k; i++) {
-    const f = frames[i]!;
+    const f = frame(i);
     const n = io().write(fd, f, BigInt(f.length));
     if (n < 0) {
       const e = errno();
@@ -274,19 +287,7 @@ export function writeManyAt(
     if (out[0] !== -E.EOPNOTSUPP) return;
     retire(); // a file that cannot honour RWF_NOWAIT: write(2) from now on
   }
-  let i = 0;
-  for (; i < k; i++) {
-    const n = io().write(fd, bytes.subarray(at[i]!, at[i]! + len[i]!), BigInt(len[i]!));
-    if (n < 0) {
-      const e = errno();
-      out[i] = -e;
-      if (e === E.EAGAIN || e === E.ENOBUFS) {
-        i++;
-        break;
-      }
-    } else out[i] = n;
-  }
-  for (; i < k; i++) out[i] = -E.EAGAIN;
+  writeEach(fd, k, out, (i) => bytes.subarray(at[i]!, at[i]! + len[i]!));
 }
 
 /** linux/io_uring.h, the parts the ring below uses. */
