@@ -19,7 +19,7 @@ import {
 } from "../sys/libc.ts";
 import type { ExitStatus } from "../sys/libc.ts";
 import { escapeForMessage } from "./ifname.ts";
-import { tapPortProblem } from "./link.ts";
+import { tapPortProblem } from "./tap_port.ts";
 import { tapInfo } from "./tap.ts";
 
 /** The fd number the helper gets its socket on, as QEMU's `--fd=` for a fresh child. */
