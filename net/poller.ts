@@ -8,6 +8,7 @@
 // thread (one system call) takes what became ready meanwhile.
 
 import { Fd } from "../sys/fd.ts";
+import { SOCK, socketpair, write } from "../sys/libc.ts";
 import {
   EPOLL,
   epollCreate,
@@ -15,11 +16,8 @@ import {
   EpollEvents,
   epollWaitAsync,
   epollWaitNow,
-  SOCK,
-  socketpair,
-  write,
-} from "../sys/libc.ts";
-import { readRaw } from "../sys/io.ts";
+  readRaw,
+} from "../sys/io.ts";
 
 /** The token of the poller's own wake socket; watched fds get 1, 2, ... */
 const WAKE = 0;

@@ -3,7 +3,7 @@
 // whose address is taken once. The helper never loads this file (tests/helper_graph_test.ts):
 // none of it is on a privileged path, and its code would only slow the helper's start-up.
 
-import { E, LIBC_PATH, SYSCALL_NUMBERS as NR } from "./libc.ts";
+import { E, LIBC_PATH, OsError, SYSCALL_NUMBERS as NR } from "./libc.ts";
 
 const SYMBOLS = {
   // ssize_t read(int fd, void *buf, size_t n);  (result read as int: frames are far below
@@ -39,7 +39,14 @@ let bound: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] | undefined;
 
 /** The symbols, bound together on first use (so a call is never followed by a dlopen). */
 function io(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
-  return bound ??= Deno.dlopen(LIBC_PATH, SYMBOLS).symbols;
+  return bound ??= bind(SYMBOLS);
+}
+
+/** Binds `symbols` from LIBC_PATH: this file's one dlopen, for io() and the groups below it. */
+function bind<S extends Deno.ForeignLibraryInterface>(
+  symbols: S,
+): Deno.DynamicLibrary<S>["symbols"] {
+  return Deno.dlopen(LIBC_PATH, symbols).symbols;
 }
 
 /** Reads errno. Call it straight after the failing call, before anything else touches libc. */
@@ -596,4 +603,144 @@ export function benchOnlyWriteAsync(
   len: bigint,
 ): Promise<number> {
   return io().bench_only_write_async(fd, buf, len);
+}
+
+// ---------------------------------------------------------------------------------------------
+// From here to the end: not frame I/O, but the library's alone all the same: epoll readiness
+// (net/poller.ts). It lived in sys/libc.ts, which the helper and the service load; every KB there
+// costs the helper's start-up about 50 µs to compile (the code cache is off on purpose).
+
+/**
+ * Their symbols, in groups apart from io()'s, each bound on first use: Deno compiles a trampoline
+ * for every symbol when its group is bound (see sys/libc.ts's GROUPS), so a user of one pays
+ * nothing for the others.
+ */
+const GROUPS = {
+  // One readiness wait for many fds: the Netdevs' shared poller (net/poller.ts).
+  epoll: {
+    // int epoll_create1(int flags);
+    epoll_create1: { parameters: ["i32"], result: "i32" },
+    // int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event);
+    epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+    // int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout);  (called
+    // with timeout 0 only: it never blocks the event loop)
+    epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
+    // The same epoll_wait on a worker thread, to sleep until an fd is ready. Only for frame
+    // readiness; errno is lost on that thread.
+    epoll_wait_async: {
+      name: "epoll_wait",
+      parameters: ["i32", "buffer", "i32", "i32"],
+      result: "i32",
+      nonblocking: true,
+    },
+  },
+} as const;
+
+type Groups = typeof GROUPS;
+type Symbols<G extends keyof Groups> = Deno.DynamicLibrary<Groups[G]>["symbols"];
+const groupBound: { [G in keyof Groups]?: Symbols<G> } = {};
+
+/** The symbols of one group, bound on first use. */
+function lib<G extends keyof Groups>(group: G): Symbols<G> {
+  const have = groupBound[group];
+  if (have !== undefined) return have;
+  // errno() reads through io(): bind it first, so that a failing call in this group is never
+  // followed by a dlopen (which may itself set errno) before errno is read.
+  io();
+  const symbols = bind(GROUPS[group] as Groups[G]);
+  (groupBound as Record<string, unknown>)[group] = symbols;
+  return symbols;
+}
+const epoll = () => lib("epoll");
+
+/** Throws OsError when `result` is negative, reading errno at once. Returns `result`. */
+function check(name: string, result: number): number {
+  if (result < 0) throw new OsError(name, errno());
+  return result;
+}
+
+// epoll
+
+/** epoll(7) constants. */
+export const EPOLL = {
+  IN: 0x1,
+  OUT: 0x4,
+  ERR: 0x8,
+  HUP: 0x10,
+  ONESHOT: 1 << 30,
+  CTL_ADD: 1,
+  CTL_DEL: 2,
+  CTL_MOD: 3,
+  CLOEXEC: 0o2000000,
+} as const;
+
+/**
+ * sizeof(struct epoll_event): `{ uint32_t events; uint64_t data; }` is packed on x86_64 (12
+ * bytes, data at 4) and naturally aligned elsewhere (16 bytes, data at 8).
+ */
+export const EPOLL_EVENT_SIZE: number = Deno.build.arch === "x86_64" ? 12 : 16;
+const EPOLL_DATA_AT = EPOLL_EVENT_SIZE - 8;
+
+/** epoll_create1(EPOLL_CLOEXEC): a new epoll fd. */
+export function epollCreate(): number {
+  return check("epoll_create1", epoll().epoll_create1(EPOLL.CLOEXEC));
+}
+
+/** One struct epoll_event for epoll_ctl, reused (the kernel copies it during the call). */
+const ctlEvent = new Uint8Array(new ArrayBuffer(EPOLL_EVENT_SIZE));
+const ctlView = new DataView(ctlEvent.buffer);
+
+/**
+ * epoll_ctl(2): adds, changes (`EPOLL.CTL_MOD`) or removes `fd` with the `events` mask; `token`
+ * (a u32) comes back with each of its events.
+ */
+export function epollCtl(ep: number, op: number, fd: number, events: number, token: number): void {
+  ctlView.setUint32(0, events >>> 0, true);
+  ctlView.setUint32(EPOLL_DATA_AT, token >>> 0, true);
+  ctlView.setUint32(EPOLL_DATA_AT + 4, 0, true);
+  check("epoll_ctl", epoll().epoll_ctl(ep, op, fd, ctlEvent));
+}
+
+/** An array of struct epoll_event for epoll_wait, read by index. */
+export class EpollEvents {
+  /** How many events fit. */
+  readonly capacity: number;
+  /** The raw array, handed to epoll_wait. */
+  readonly buf: Uint8Array<ArrayBuffer>;
+  #view: DataView;
+
+  /** Room for `capacity` events. */
+  constructor(capacity: number) {
+    this.capacity = capacity;
+    this.buf = new Uint8Array(new ArrayBuffer(capacity * EPOLL_EVENT_SIZE));
+    this.#view = new DataView(this.buf.buffer);
+  }
+
+  /** The events mask (EPOLL.IN, ...) of the `i`-th event. */
+  mask(i: number): number {
+    return this.#view.getUint32(i * EPOLL_EVENT_SIZE, true);
+  }
+
+  /** The token (low 32 bits of data) of the `i`-th event. */
+  token(i: number): number {
+    return this.#view.getUint32(i * EPOLL_EVENT_SIZE + EPOLL_DATA_AT, true);
+  }
+}
+
+/**
+ * epoll_wait(2) with timeout 0, on the calling thread: the events ready now. Returns their
+ * count, or -errno.
+ */
+export function epollWaitNow(ep: number, events: EpollEvents): number {
+  const n = epoll().epoll_wait(ep, events.buf, events.capacity, 0);
+  return n < 0 ? -errno() : n;
+}
+
+/**
+ * epoll_wait(2) without a timeout on a worker thread: the event loop keeps running while it
+ * sleeps. `events` must not be read until the promise settles. Returns the count, or -1 for any
+ * error (EINTR; errno cannot be read after a call on another thread).
+ */
+export function epollWaitAsync(ep: number, events: EpollEvents): Promise<number> {
+  return epoll().epoll_wait_async(ep, events.buf, events.capacity, -1);
 }

@@ -9,8 +9,8 @@ import assert from "node:assert/strict";
 import process from "node:process";
 import { pollerCounts, Watch } from "../../net/poller.ts";
 import { Fd } from "../../sys/fd.ts";
-import { readRaw } from "../../sys/io.ts";
-import { EPOLL, SOCK, socketpair, write } from "../../sys/libc.ts";
+import { EPOLL, readRaw } from "../../sys/io.ts";
+import { SOCK, socketpair, write } from "../../sys/libc.ts";
 
 /** A connected, non-blocking pair: write to `peer`, watch `fd`. */
 function pair(): { fd: Fd; peer: Fd; [Symbol.dispose](): void } {
