@@ -52,4 +52,4 @@ export { BridgeHelperError, HELPER_FD } from "./net/run_helper.ts";
 export { createTap } from "./net/create.ts";
 export type { CreateTapOptions } from "./net/create.ts";
 export { OsError } from "./sys/libc.ts";
-export type { ExitStatus } from "./sys/libc.ts";
+export type { ExitStatus } from "./sys/io.ts";

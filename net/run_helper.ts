@@ -4,9 +4,7 @@
 import { Fd } from "../sys/fd.ts";
 import {
   close,
-  kill,
   OsError,
-  pidfdOpen,
   POLL,
   pollAsync,
   read,
@@ -14,10 +12,9 @@ import {
   setNonBlocking,
   SOCK,
   socketpair,
-  spawn,
-  tryWait,
 } from "../sys/libc.ts";
-import type { ExitStatus } from "../sys/libc.ts";
+import { kill, pidfdOpen, spawn, tryWait } from "../sys/io.ts";
+import type { ExitStatus } from "../sys/io.ts";
 import { escapeForMessage } from "./ifname.ts";
 import { tapPortProblem } from "./tap_port.ts";
 import { tapInfo } from "./tap.ts";

@@ -3,7 +3,7 @@
 // whose address is taken once. The helper never loads this file (tests/helper_graph_test.ts):
 // none of it is on a privileged path, and its code would only slow the helper's start-up.
 
-import { E, LIBC_PATH, OsError, SYSCALL_NUMBERS as NR } from "./libc.ts";
+import { cstr, E, F, fcntl, LIBC_PATH, O, OsError, SYSCALL_NUMBERS as NR } from "./libc.ts";
 
 const SYMBOLS = {
   // ssize_t read(int fd, void *buf, size_t n);  (result read as int: frames are far below
@@ -634,6 +634,34 @@ const GROUPS = {
       nonblocking: true,
     },
   },
+  // Child processes: running a helper as QEMU does (net/run_helper.ts).
+  proc: {
+    // int posix_spawn_file_actions_init(posix_spawn_file_actions_t *fa); and friends
+    posix_spawn_file_actions_init: { parameters: ["buffer"], result: "i32" },
+    posix_spawn_file_actions_destroy: { parameters: ["buffer"], result: "i32" },
+    posix_spawn_file_actions_adddup2: { parameters: ["buffer", "i32", "i32"], result: "i32" },
+    posix_spawn_file_actions_addopen: {
+      parameters: ["buffer", "i32", "buffer", "i32", "u32"],
+      result: "i32",
+    },
+    posix_spawn_file_actions_addclosefrom_np: { parameters: ["buffer", "i32"], result: "i32" },
+    // int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+    //                 const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
+    posix_spawn: {
+      parameters: ["buffer", "buffer", "buffer", "pointer", "buffer", "pointer"],
+      result: "i32",
+    },
+    posix_spawnp: {
+      parameters: ["buffer", "buffer", "buffer", "pointer", "buffer", "pointer"],
+      result: "i32",
+    },
+    // pid_t waitpid(pid_t pid, int *status, int options);
+    waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+    // int kill(pid_t pid, int sig);
+    kill: { parameters: ["i32", "i32"], result: "i32" },
+    // extern char **environ;
+    environ: { type: "pointer" },
+  },
 } as const;
 
 type Groups = typeof GROUPS;
@@ -652,6 +680,7 @@ function lib<G extends keyof Groups>(group: G): Symbols<G> {
   return symbols;
 }
 const epoll = () => lib("epoll");
+const proc = () => lib("proc");
 
 /** Throws OsError when `result` is negative, reading errno at once. Returns `result`. */
 function check(name: string, result: number): number {
@@ -743,4 +772,117 @@ export function epollWaitNow(ep: number, events: EpollEvents): number {
  */
 export function epollWaitAsync(ep: number, events: EpollEvents): Promise<number> {
   return epoll().epoll_wait_async(ep, events.buf, events.capacity, -1);
+}
+
+// Child processes (for running a helper exactly as QEMU does, without a shell)
+
+/** How a child should be started. */
+export interface SpawnSpec {
+  /** argv; argv[0] is the program. */
+  argv: readonly string[];
+  /** Search PATH for argv[0] (execvp) instead of using it as a path (execv, as QEMU does). */
+  searchPath: boolean;
+  /** fd mapping: child fd → parent fd. Every other fd above 2 is closed in the child. */
+  fds: ReadonlyMap<number, number>;
+  /** Open /dev/null for these child fds. */
+  devNull: readonly number[];
+}
+
+/**
+ * posix_spawn(3): vfork+exec done by glibc, safe in a multi-threaded process. Returns the pid.
+ * The environment is inherited unchanged, as QEMU's fork+execv does.
+ */
+export function spawn(spec: SpawnSpec): number {
+  const fa = new Uint8Array(new ArrayBuffer(256));
+  const lc = proc();
+  const rc0 = lc.posix_spawn_file_actions_init(fa);
+  if (rc0 !== 0) throw new OsError("posix_spawn_file_actions_init", rc0);
+  // The dup2 actions run in order: a source that is also an earlier target (a socket that
+  // happens to be fd 1 or 2 when this process's stdio was closed) would be overwritten first.
+  // Such sources are duplicated above every target here, and those copies closed afterwards.
+  const highestTarget = Math.max(2, ...spec.fds.keys());
+  const copies: number[] = [];
+  const source = (fd: number): number => {
+    if (fd > highestTarget) return fd;
+    const copy = fcntl(fd, F.DUPFD_CLOEXEC, highestTarget + 1);
+    copies.push(copy);
+    return copy;
+  };
+  try {
+    for (const [child, parent] of spec.fds) {
+      // dup2 onto a distinct fd clears close-on-exec; when child === parent glibc does that
+      // itself (POSIX 2018), and our fds are all close-on-exec, so only mapped fds survive.
+      const rc = lc.posix_spawn_file_actions_adddup2(fa, source(parent), child);
+      if (rc !== 0) throw new OsError("posix_spawn_file_actions_adddup2", rc);
+    }
+    const devnull = cstr("/dev/null");
+    for (const fd of spec.devNull) {
+      const rc = lc.posix_spawn_file_actions_addopen(fa, fd, devnull, O.RDWR, 0);
+      if (rc !== 0) throw new OsError("posix_spawn_file_actions_addopen", rc);
+    }
+    // Belt and braces against fds some library opened without O_CLOEXEC: close everything
+    // above the highest mapped fd, as QEMU closes every fd but the socket.
+    const rc1 = lc.posix_spawn_file_actions_addclosefrom_np(fa, highestTarget + 1);
+    if (rc1 !== 0) throw new OsError("posix_spawn_file_actions_addclosefrom_np", rc1);
+
+    const strings = spec.argv.map(cstr);
+    const argv = new BigUint64Array(strings.length + 1);
+    strings.forEach((s, i) => (argv[i] = ptr(s)));
+    const pid = new Int32Array(1);
+    const fn = spec.searchPath ? lc.posix_spawnp : lc.posix_spawn;
+    inFlight = [strings, argv];
+    const rc = fn(
+      new Uint8Array(pid.buffer),
+      strings[0] ?? cstr(""),
+      fa,
+      null,
+      new Uint8Array(argv.buffer),
+      // The static is the address of `environ`; its value (read now: setenv may move it) is
+      // the char** that envp must be. Passing the address gave the child a garbage environment.
+      lc.environ === null ? null : new Deno.UnsafePointerView(lc.environ).getPointer(),
+    );
+    inFlight = NONE;
+    if (rc !== 0) throw new OsError(`posix_spawn(${spec.argv[0]})`, rc);
+    return pid[0]!;
+  } finally {
+    lc.posix_spawn_file_actions_destroy(fa);
+    for (const fd of copies) sc(NONE, NR.close, L(fd));
+  }
+}
+
+/** How a child ended. */
+export type ExitStatus = { exited: true; code: number } | { exited: false; signal: number };
+
+/** waitpid(2) with WNOHANG: undefined while the child still runs. */
+export function tryWait(pid: number): ExitStatus | undefined {
+  const status = new Int32Array(1);
+  for (;;) {
+    const r = proc().waitpid(pid, new Uint8Array(status.buffer), 1 /* WNOHANG */);
+    if (r < 0) {
+      const e = errno();
+      if (e === E.EINTR) continue;
+      throw new OsError("waitpid", e);
+    }
+    if (r === 0) return undefined;
+    const s = status[0]!;
+    if ((s & 0x7f) === 0) return { exited: true, code: (s >> 8) & 0xff };
+    return { exited: false, signal: s & 0x7f };
+  }
+}
+
+/** kill(2); a child that is already gone is not an error. */
+export function kill(pid: number, signal: number): void {
+  const r = proc().kill(pid, signal);
+  if (r < 0) {
+    const e = errno();
+    if (e !== E.ESRCH) throw new OsError("kill", e);
+  }
+}
+
+/** pidfd_open(2): an fd that polls readable when the process exits. */
+export function pidfdOpen(pid: number): number {
+  const r = sc(NONE, NR.pidfd_open, L(pid));
+  if (r < 0) throw new OsError("pidfd_open", errno());
+  // pidfds are always close-on-exec.
+  return r;
 }

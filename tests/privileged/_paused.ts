@@ -7,18 +7,8 @@
 
 import assert from "node:assert/strict";
 import { Fd } from "../../sys/fd.ts";
-import {
-  type ExitStatus,
-  kill,
-  read,
-  recvFds,
-  setNonBlocking,
-  SOCK,
-  socketpair,
-  spawn,
-  tryWait,
-  write,
-} from "../../sys/libc.ts";
+import { read, recvFds, setNonBlocking, SOCK, socketpair, write } from "../../sys/libc.ts";
+import { type ExitStatus, kill, spawn, tryWait } from "../../sys/io.ts";
 import type { NetNs } from "../_support/ns.ts";
 
 /** sendmsg, and the poll of the helper's bounded wait for room (glibc: ppoll on aarch64). */

@@ -5,8 +5,6 @@
 import { childPidfd } from "../../net/run_helper.ts";
 import { Fd } from "../../sys/fd.ts";
 import {
-  type ExitStatus,
-  kill,
   POLL,
   pollAsync,
   read,
@@ -15,10 +13,9 @@ import {
   SOCK,
   socket,
   socketpair,
-  spawn,
-  tryWait,
   write,
 } from "../../sys/libc.ts";
+import { type ExitStatus, kill, spawn, tryWait } from "../../sys/io.ts";
 
 /** What the socket at fd 3 is. */
 export type SocketMode =

@@ -2,17 +2,8 @@
 // target that an earlier dup2 overwrites (the order glibc applies file actions in).
 
 import assert from "node:assert/strict";
-import {
-  close,
-  POLL,
-  pollAsync,
-  read,
-  setNonBlocking,
-  SOCK,
-  socketpair,
-  spawn,
-  tryWait,
-} from "../../sys/libc.ts";
+import { close, POLL, pollAsync, read, setNonBlocking, SOCK, socketpair } from "../../sys/libc.ts";
+import { spawn, tryWait } from "../../sys/io.ts";
 
 async function reap(pid: number): Promise<void> {
   for (let i = 0; i < 200; i++) {
