@@ -39,7 +39,7 @@
 
 import { BridgeHelperError, runHelper } from "../net/run_helper.ts";
 import { C_HELPER, HELPER_FROM_SOURCE, NetNs, ROOT, sandbox } from "../scripts/_netns.ts";
-import { childrenCpuMs } from "../sys/libc.ts";
+import { childrenCpuMs } from "../sys/io.ts";
 import { finish, guard, median, onCleanup, runBounded } from "./_proc.ts";
 
 const BUDGET_MS_BASE = 120_000;

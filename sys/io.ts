@@ -662,6 +662,11 @@ const GROUPS = {
     // extern char **environ;
     environ: { type: "pointer" },
   },
+  // Bench-only: the CPU time of reaped children (bench/helper.ts's start-up breakdown).
+  usage: {
+    // int getrusage(int who, struct rusage *usage);
+    getrusage: { parameters: ["i32", "buffer"], result: "i32" },
+  },
 } as const;
 
 type Groups = typeof GROUPS;
@@ -681,6 +686,7 @@ function lib<G extends keyof Groups>(group: G): Symbols<G> {
 }
 const epoll = () => lib("epoll");
 const proc = () => lib("proc");
+const usage = () => lib("usage");
 
 /** Throws OsError when `result` is negative, reading errno at once. Returns `result`. */
 function check(name: string, result: number): number {
@@ -885,4 +891,20 @@ export function pidfdOpen(pid: number): number {
   if (r < 0) throw new OsError("pidfd_open", errno());
   // pidfds are always close-on-exec.
   return r;
+}
+
+// Bench-only (bench/helper.ts)
+
+/**
+ * Bench-only: user plus system CPU time, in milliseconds, of every child this process has
+ * reaped so far (getrusage(RUSAGE_CHILDREN)), their own reaped children included. The
+ * difference across one run is that run's CPU time, which a loaded machine inflates far less
+ * than the wall-clock time.
+ */
+export function childrenCpuMs(): number {
+  // struct rusage on LP64: ru_utime and ru_stime (timeval: i64 seconds, i64 microseconds) first.
+  const ru = new BigInt64Array(18);
+  const RUSAGE_CHILDREN = -1;
+  check("getrusage", usage().getrusage(RUSAGE_CHILDREN, new Uint8Array(ru.buffer)));
+  return Number((ru[0]! + ru[2]!) * 1_000_000n + ru[1]! + ru[3]!) / 1000;
 }

@@ -133,12 +133,6 @@ const GROUPS = {
     // messages sent are far below 2 GiB)
     send: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
   },
-  // Bench-only symbols (bench/netdev.ts); the library never loads them.
-  // Bench-only: the CPU time of reaped children (bench/helper.ts's start-up breakdown).
-  usage: {
-    // int getrusage(int who, struct rusage *usage);
-    getrusage: { parameters: ["i32", "buffer"], result: "i32" },
-  },
 } as const;
 
 type Groups = typeof GROUPS;
@@ -164,7 +158,6 @@ const proc = () => lib("proc");
 const fs = () => lib("fs");
 const svc = () => lib("service");
 const stream = () => lib("stream");
-const usage = () => lib("usage");
 
 /**
  * The names of every libc symbol bound so far, for the tests and bench:helper: each one cost a
@@ -1213,20 +1206,6 @@ export function listDir(path: string): string[] {
   } finally {
     close(fd);
   }
-}
-
-/**
- * Bench-only: user plus system CPU time, in milliseconds, of every child this process has
- * reaped so far (getrusage(RUSAGE_CHILDREN)), their own reaped children included. The
- * difference across one run is that run's CPU time, which a loaded machine inflates far less
- * than the wall-clock time.
- */
-export function childrenCpuMs(): number {
-  // struct rusage on LP64: ru_utime and ru_stime (timeval: i64 seconds, i64 microseconds) first.
-  const ru = new BigInt64Array(18);
-  const RUSAGE_CHILDREN = -1;
-  check("getrusage", usage().getrusage(RUSAGE_CHILDREN, new Uint8Array(ru.buffer)));
-  return Number((ru[0]! + ru[2]!) * 1_000_000n + ru[1]! + ru[3]!) / 1000;
 }
 
 // ---------------------------------------------------------------------------------------------
