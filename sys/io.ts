@@ -1,7 +1,9 @@
-// The library's frame I/O, the other half of the unsafe boundary (with sys/libc.ts): raw read(2)
-// and write(2) for hot loops, batches of them in one system call (an io_uring), and read buffers
-// whose address is taken once. The helper never loads this file (tests/helper_graph_test.ts):
-// none of it is on a privileged path, and its code would only slow the helper's start-up.
+// The library's I/O, the other half of the unsafe boundary (with sys/libc.ts): frame I/O (raw
+// read(2) and write(2) for hot loops, batches of them in one system call through an io_uring,
+// read buffers whose address is taken once), epoll readiness, and spawning the helper. The
+// helper and the bridge service never load this file (tests/helper_graph_test.ts checks the
+// helper and its guard): none of it is on a privileged path, and its code would only slow their
+// start-up.
 
 import { cstr, E, F, fcntl, LIBC_PATH, O, OsError, SYSCALL_NUMBERS as NR } from "./libc.ts";
 
@@ -13,8 +15,8 @@ const SYMBOLS = {
   write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
   // ssize_t read(int fd, void *buf, size_t n);  (ReadArena: buf is an address it checked)
   read_at: { name: "read", parameters: ["i32", "usize", "usize"], result: "i32" },
-  // long syscall(long number, ...);  io_uring and mmap, which glibc has no wrappers for (see
-  // sys/libc.ts on declaring it with six fixed long arguments)
+  // long syscall(long number, ...);  io_uring, mmap and pidfd_open, by the numbers in sys/libc.ts's
+  // SYSCALL_TABLES (see sys/libc.ts on declaring it with six fixed long arguments)
   syscall: { parameters: ["i64", "i64", "i64", "i64", "i64", "i64", "i64"], result: "i64" },
   // int *__errno_location(void);
   __errno_location: { parameters: [], result: "pointer" },
@@ -606,9 +608,11 @@ export function benchOnlyWriteAsync(
 }
 
 // ---------------------------------------------------------------------------------------------
-// From here to the end: not frame I/O, but the library's alone all the same: epoll readiness
-// (net/poller.ts). It lived in sys/libc.ts, which the helper and the service load; every KB there
-// costs the helper's start-up about 50 µs to compile (the code cache is off on purpose).
+// From here to the end of the file: not frame I/O, but the library's alone all the same: epoll
+// readiness (net/poller.ts), spawning a helper as QEMU does (net/run_helper.ts), and the bench's
+// CPU time of reaped children. It lived in sys/libc.ts, which the helper, the service and the
+// installer load; there its 10.8 KB cost the helper's start-up about 0.5 ms, measured, to
+// compile (the V8 code cache is off on purpose).
 
 /**
  * Their symbols, in groups apart from io()'s, each bound on first use: Deno compiles a trampoline
