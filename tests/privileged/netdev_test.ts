@@ -1568,3 +1568,31 @@ rootTest("send() then writeBatch(): the batched frames go first", async () => {
   await b.close();
   await rx.done;
 });
+
+rootTest(
+  "strip mode: each batched frame gets a zeroed header, also where the batch buffer held a frame before",
+  async () => {
+    await using lab = await Lab.create();
+    await using v = await lab.nic({ vnetHdr: true });
+    await using p = await lab.nic();
+    const rx = collect(p);
+    const sent: Uint8Array[] = [];
+    for (let round = 0; round < 3; round++) {
+      // Other lengths each round, so headers land where earlier frames' bytes were.
+      const burst = Array.from(
+        { length: 30 },
+        (_, i) => testFrame(60 + ((i * 131 + round * 977) % 1455), round * 100 + i),
+      );
+      for (const f of burst) assert.equal(v.send(f), true);
+      sent.push(...burst);
+      await waitFor("the burst", () => rx.got.length === sent.length);
+    }
+    assert.deepEqual(rx.got, sent);
+    assert.deepEqual(
+      { frames: v.counters.tx.frames, errors: v.counters.tx.errors, drops: v.counters.tx.drops },
+      { frames: 90, errors: 0, drops: 0 },
+    );
+    await p.close();
+    await rx.done;
+  },
+);
