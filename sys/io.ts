@@ -7,6 +7,16 @@
 
 import { cstr, E, F, fcntl, LIBC_PATH, O, OsError, SYSCALL_NUMBERS as NR } from "./libc.ts";
 
+/** syscall(2) and errno: bound before any other group, so errno is readable after any call. */
+const CORE = {
+  // long syscall(long number, ...);  io_uring, mmap and pidfd_open, by the numbers in sys/libc.ts's
+  // SYSCALL_TABLES (see sys/libc.ts on declaring it with six fixed long arguments)
+  syscall: { parameters: ["i64", "i64", "i64", "i64", "i64", "i64", "i64"], result: "i64" },
+  // int *__errno_location(void);
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+/** Frame I/O. */
 const SYMBOLS = {
   // ssize_t read(int fd, void *buf, size_t n);  (result read as int: frames are far below
   // 2 GiB, and -1 keeps its value in the low 32 bits)
@@ -15,36 +25,25 @@ const SYMBOLS = {
   write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
   // ssize_t read(int fd, void *buf, size_t n);  (ReadArena: buf is an address it checked)
   read_at: { name: "read", parameters: ["i32", "usize", "usize"], result: "i32" },
-  // long syscall(long number, ...);  io_uring, mmap and pidfd_open, by the numbers in sys/libc.ts's
-  // SYSCALL_TABLES (see sys/libc.ts on declaring it with six fixed long arguments)
-  syscall: { parameters: ["i64", "i64", "i64", "i64", "i64", "i64", "i64"], result: "i64" },
-  // int *__errno_location(void);
-  __errno_location: { parameters: [], result: "pointer" },
-  // Bench-only: the same read(2)/write(2) run on a worker thread, one promise per call. This
-  // is the design net/netdev.ts avoids (a thread hop per frame, and errno is lost on that
-  // thread); bench/netdev.ts measures it as the "naive" contender. The library never uses it.
-  bench_only_read_async: {
-    name: "read",
-    parameters: ["i32", "buffer", "usize"],
-    result: "i32",
-    nonblocking: true,
-  },
-  bench_only_write_async: {
-    name: "write",
-    parameters: ["i32", "buffer", "usize"],
-    result: "i32",
-    nonblocking: true,
-  },
 } as const;
 
+let coreBound: Deno.DynamicLibrary<typeof CORE>["symbols"] | undefined;
 let bound: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] | undefined;
 
-/** The symbols, bound together on first use (so a call is never followed by a dlopen). */
-function io(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
-  return bound ??= bind(SYMBOLS);
+/** syscall(2) and errno, bound on first use. */
+function core(): Deno.DynamicLibrary<typeof CORE>["symbols"] {
+  return coreBound ??= bind(CORE);
 }
 
-/** Binds `symbols` from LIBC_PATH: this file's one dlopen, for io() and the groups below it. */
+/**
+ * The frame I/O symbols, bound on first use after core(): a failing call is never followed by a
+ * dlopen (which may itself set errno) before errno() reads it.
+ */
+function io(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
+  return bound ??= (core(), bind(SYMBOLS));
+}
+
+/** Binds `symbols` from LIBC_PATH: this file's one dlopen (core(), io() and the groups below). */
 function bind<S extends Deno.ForeignLibraryInterface>(
   symbols: S,
 ): Deno.DynamicLibrary<S>["symbols"] {
@@ -53,7 +52,7 @@ function bind<S extends Deno.ForeignLibraryInterface>(
 
 /** Reads errno. Call it straight after the failing call, before anything else touches libc. */
 function errno(): number {
-  const p = io().__errno_location();
+  const p = core().__errno_location();
   return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32(0);
 }
 
@@ -78,7 +77,7 @@ function sc(
 ): number {
   inFlight = keep;
   try {
-    return Number(io().syscall(nr, a, b, c, d, e, f));
+    return Number(core().syscall(nr, a, b, c, d, e, f));
   } finally {
     inFlight = NONE;
   }
@@ -595,7 +594,7 @@ export function benchOnlyReadAsync(
   buf: Uint8Array<ArrayBuffer>,
   len: bigint,
 ): Promise<number> {
-  return io().bench_only_read_async(fd, buf, len);
+  return lib("bench").bench_only_read_async(fd, buf, len);
 }
 
 /** Bench-only: write(2) on a worker thread, like {@linkcode benchOnlyReadAsync}. */
@@ -604,7 +603,7 @@ export function benchOnlyWriteAsync(
   buf: Uint8Array<ArrayBuffer>,
   len: bigint,
 ): Promise<number> {
-  return io().bench_only_write_async(fd, buf, len);
+  return lib("bench").bench_only_write_async(fd, buf, len);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -615,9 +614,9 @@ export function benchOnlyWriteAsync(
 // compile (the V8 code cache is off on purpose).
 
 /**
- * Their symbols, in groups apart from io()'s, each bound on first use: Deno compiles a trampoline
- * for every symbol when its group is bound (see sys/libc.ts's GROUPS), so a user of one pays
- * nothing for the others.
+ * Their symbols, in groups apart from core()'s and io()'s, each bound on first use: Deno
+ * compiles a trampoline for every symbol when its group is bound (see sys/libc.ts's GROUPS), so
+ * a user of one pays nothing for the others.
  */
 const GROUPS = {
   // One readiness wait for many fds: the Netdevs' shared poller (net/poller.ts).
@@ -666,6 +665,23 @@ const GROUPS = {
     // extern char **environ;
     environ: { type: "pointer" },
   },
+  // Bench-only: read(2)/write(2) run on a worker thread, one promise per call. This is the
+  // design net/netdev.ts avoids (a thread hop per frame, and errno is lost on that thread);
+  // bench/netdev.ts measures it as the "naive" contender. The library never uses it.
+  bench: {
+    bench_only_read_async: {
+      name: "read",
+      parameters: ["i32", "buffer", "usize"],
+      result: "i32",
+      nonblocking: true,
+    },
+    bench_only_write_async: {
+      name: "write",
+      parameters: ["i32", "buffer", "usize"],
+      result: "i32",
+      nonblocking: true,
+    },
+  },
   // Bench-only: the CPU time of reaped children (bench/helper.ts's start-up breakdown).
   usage: {
     // int getrusage(int who, struct rusage *usage);
@@ -681,9 +697,9 @@ const groupBound: { [G in keyof Groups]?: Symbols<G> } = {};
 function lib<G extends keyof Groups>(group: G): Symbols<G> {
   const have = groupBound[group];
   if (have !== undefined) return have;
-  // errno() reads through io(): bind it first, so that a failing call in this group is never
+  // errno() reads through core(): bind it first, so that a failing call in this group is never
   // followed by a dlopen (which may itself set errno) before errno is read.
-  io();
+  core();
   const symbols = bind(GROUPS[group] as Groups[G]);
   (groupBound as Record<string, unknown>)[group] = symbols;
   return symbols;

@@ -93,10 +93,11 @@ Deno.test({
   permissions: { read: [ROOT] },
   async fn() {
     const text = await Deno.readTextFile(`${ROOT}/${IO}`);
-    // One dlopen call, of LIBC_PATH, in the function that io() and its other groups bind through.
+    // One dlopen call, of LIBC_PATH, in the function that core(), io() and the groups bind through.
     assert.equal(text.match(/Deno\.dlopen\(/g)?.length, 1);
     assert.match(text, /Deno\.dlopen\(LIBC_PATH, symbols\)/);
-    assert.match(text, /bound \?\?= bind\(SYMBOLS\)/);
+    assert.match(text, /coreBound \?\?= bind\(CORE\)/);
+    assert.match(text, /bound \?\?= \(core\(\), bind\(SYMBOLS\)\)/);
     assert.match(text, /import \{[^}]*\bLIBC_PATH\b[^}]*\} from "\.\/libc\.ts";/);
     assert.doesNotMatch(text, /Deno\.env|Deno\.args/);
   },
