@@ -1146,7 +1146,9 @@ export class Netdev implements AsyncDisposable {
   /**
    * Writes the burst's batch (writeManyAt: one system call with an io_uring) and counts each
    * frame as send() would have. A refusal ends the burst, so the next send() answers for its
-   * own frame; a frame the kernel had no room for goes to the transmit queue, in order.
+   * own frame; a frame the kernel had no room for goes to the transmit queue (a later frame of
+   * the same batch the kernel did take has then gone before it: a tap is out of room only
+   * under a TUNSETSNDBUF limit, as writeBatch() does).
    */
   #flushCoalesced(): void {
     const co = this.#co;
