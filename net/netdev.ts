@@ -1377,8 +1377,9 @@ export class Netdev implements AsyncDisposable {
   }
 
   /**
-   * Stops the reader, drops what is still queued for sending, and closes the tap fd (which
-   * removes a non-persistent tap). Idempotent: every call returns the same promise.
+   * Stops the reader, writes what send() batched in its current burst, drops what is still
+   * queued waiting for room in the kernel, and closes the tap fd (which removes a non-persistent
+   * tap). Idempotent: every call returns the same promise.
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
