@@ -1432,6 +1432,12 @@ for (const ioUring of [true, false]) {
 /** Lets the microtasks of the current task run out (the event loop's next turn). */
 const nextTask = () => new Promise((r) => setTimeout(r, 0));
 
+/** Waits until `rx` has as many test frames as `sent`, then checks they are `sent`, in order. */
+async function arrived(rx: { got: Uint8Array[] }, sent: Uint8Array[]): Promise<void> {
+  await waitFor(`${sent.length} frames`, () => rx.got.length >= sent.length);
+  assert.deepEqual(rx.got, sent, "byte-exact and in order");
+}
+
 for (const ioUring of [true, false]) {
   rootTest(
     `send() in a loop: the first frame goes at once, the rest of the burst together, in order (ioUring: ${ioUring})`,
@@ -1449,8 +1455,7 @@ for (const ioUring of [true, false]) {
       // A burst longer than a batch (64) goes out a batch at a time while it lasts.
       for (const f of sent.slice(40)) a.send(f);
       assert.equal(a.counters.tx.frames, ioUring ? 41 + 64 : 150);
-      await waitFor("every frame", () => rx.got.length === sent.length);
-      assert.deepEqual(rx.got, sent, "byte-exact and in order");
+      await arrived(rx, sent);
       assert.deepEqual(
         { frames: a.counters.tx.frames, drops: a.counters.tx.drops, errors: a.counters.tx.errors },
         { frames: 150, drops: 0, errors: 0 },
@@ -1477,8 +1482,7 @@ rootTest("a chain of `await write()` and a writer's writes are batched too", asy
   await nextTask();
   assert.equal(a.counters.tx.frames, 30);
   await w.close();
-  await waitFor("every frame", () => rx.got.length === sent.length);
-  assert.deepEqual(rx.got, sent);
+  await arrived(rx, sent);
   await b.close();
   await rx.done;
 });
@@ -1503,8 +1507,7 @@ rootTest(
     );
     assert.equal(a.counters.tx.lastError?.code, "EINVAL");
     for (const f of good.slice(3)) assert.equal(a.send(f), true);
-    await waitFor("the good frames", () => rx.got.length === good.length);
-    assert.deepEqual(rx.got, good);
+    await arrived(rx, good);
     assert.equal(a.counters.tx.frames, 6);
     await b.close();
     await rx.done;
@@ -1549,8 +1552,7 @@ rootTest("close() writes what send() batched before it closes the tap", async ()
   assert.equal(a.counters.tx.frames, 20, "written synchronously by close()");
   await closing;
   a.flush(); // closed: a no-op, never a throw
-  await waitFor("every frame", () => rx.got.length === sent.length);
-  assert.deepEqual(rx.got, sent);
+  await arrived(rx, sent);
   await b.close();
   await rx.done;
 });
@@ -1563,8 +1565,7 @@ rootTest("send() then writeBatch(): the batched frames go first", async () => {
   const sent = Array.from({ length: 12 }, (_, i) => testFrame(80, i));
   for (const f of sent.slice(0, 5)) a.send(f);
   assert.equal(a.writeBatch(sent.slice(5)), 7);
-  await waitFor("every frame", () => rx.got.length === sent.length);
-  assert.deepEqual(rx.got, sent);
+  await arrived(rx, sent);
   await b.close();
   await rx.done;
 });
