@@ -43,7 +43,12 @@ function io(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
   return bound ??= (core(), bind(SYMBOLS));
 }
 
-/** Binds `symbols` from LIBC_PATH: this file's one dlopen (core(), io() and the groups below). */
+/**
+ * Binds `symbols` from LIBC_PATH: this file's one dlopen (core(), io() and the groups below).
+ * Unlike sys/libc.ts, which calls libc through addresses, this binds function symbols: Deno
+ * compiles a trampoline for each (ext/ffi turbocall.rs), the fast path V8 takes from optimized
+ * code, which a frame loop becomes.
+ */
 function bind<S extends Deno.ForeignLibraryInterface>(
   symbols: S,
 ): Deno.DynamicLibrary<S>["symbols"] {
@@ -615,8 +620,8 @@ export function benchOnlyWriteAsync(
 
 /**
  * Their symbols, in groups apart from core()'s and io()'s, each bound on first use: Deno
- * compiles a trampoline for every symbol when its group is bound (see sys/libc.ts's GROUPS), so
- * a user of one pays nothing for the others.
+ * compiles a trampoline for every symbol when its group is bound (see bind()), so a user of one
+ * pays nothing for the others.
  */
 const GROUPS = {
   // One readiness wait for many fds: the Netdevs' shared poller (net/poller.ts).

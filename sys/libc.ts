@@ -14,10 +14,9 @@ export const LIBC_PATH: string = Deno.build.arch === "aarch64"
   : "/lib/x86_64-linux-gnu/libc.so.6";
 
 /**
- * The symbols, in groups that are bound on first use: Deno compiles a call trampoline for every
- * symbol when it is bound (ext/ffi turbocall.rs: a Cranelift compile per symbol, at dlopen
- * time, with no sharing between symbols of the same signature), so the helper's start-up
- * should bind as few symbols as it can.
+ * The symbols, in groups that are bound on first use, so that the helper's start-up binds as few
+ * as it can. Each is called through its address (see lib()), never as a dlopen function symbol,
+ * for which Deno would compile a call trampoline at dlopen time.
  */
 const GROUPS = {
   // Everything the helper and its guard call on the way to the fd, in two symbols: errno, and
@@ -142,16 +141,40 @@ type Groups = typeof GROUPS;
 type Symbols<G extends keyof Groups> = Deno.DynamicLibrary<Groups[G]>["symbols"];
 const bound: { [G in keyof Groups]?: Symbols<G> } = {};
 
-/** The symbols of one group, bound on first use, so importing this file costs nothing. */
+/**
+ * The symbols of one group, bound on first use, so importing this file costs nothing.
+ *
+ * Each function is called through Deno.UnsafeFnPointer at the address dlopen gives for the name
+ * declared as a "pointer" static: the symbol's own address (ext/ffi static.rs, pinned by Deno's
+ * tests/ffi `static_ptr`). A call goes through libffi, with the same argument conversions as a
+ * function symbol's. A symbol declared as a function would instead get a trampoline compiled by
+ * Cranelift at dlopen time (ext/ffi turbocall.rs), for a fast path V8 takes only from optimized
+ * code: machine code made at run time in a privileged process that runs --jitless and never
+ * optimizes, and 1.5-2 ms of the helper's start-up. A call through the address costs about 5 µs
+ * more, as its definition is converted on every call; no caller of this file is hot.
+ */
 function lib<G extends keyof Groups>(group: G): Symbols<G> {
   const have = bound[group];
   if (have !== undefined) return have;
   // errno() reads through `sys`: bind it before any other group, so that a failing call in
   // that group is never followed by a dlopen (which may itself set errno) before errno is read.
   if (group !== "sys" && bound.sys === undefined) lib("sys");
-  const symbols = Deno.dlopen(LIBC_PATH, GROUPS[group] as Groups[G]).symbols;
+  const defs: Readonly<Record<string, Deno.ForeignFunction & { name?: string }>> = GROUPS[group];
+  const statics: Record<string, Deno.ForeignStatic> = {};
+  for (const key of Object.keys(defs)) {
+    statics[key] = { name: defs[key]!.name ?? key, type: "pointer" };
+  }
+  const addresses = Deno.dlopen(LIBC_PATH, statics).symbols as Record<
+    string,
+    Deno.PointerObject<Deno.ForeignFunction>
+  >;
+  const symbols: Record<string, unknown> = {};
+  for (const key of Object.keys(defs)) {
+    const fn = new Deno.UnsafeFnPointer<Deno.ForeignFunction>(addresses[key]!, defs[key]!);
+    symbols[key] = fn.call.bind(fn);
+  }
   (bound as Record<string, unknown>)[group] = symbols;
-  return symbols;
+  return symbols as Symbols<G>;
 }
 const sys = () => lib("sys");
 const text = () => lib("text");
@@ -162,10 +185,7 @@ const fs = () => lib("fs");
 const svc = () => lib("service");
 const stream = () => lib("stream");
 
-/**
- * The names of every libc symbol bound so far, for the tests and bench:helper: each one cost a
- * compiled trampoline when its group was bound.
- */
+/** The names of every libc symbol bound so far, for the tests and bench:helper. */
 export function boundSymbols(): string[] {
   return Object.entries(bound).flatMap(([group, symbols]) =>
     symbols === undefined ? [] : Object.keys(GROUPS[group as keyof Groups]).map((key) => {

@@ -1,6 +1,7 @@
-// sys/libc.ts's system calls through syscall(2): the helper's start-up binds two symbols (each
-// costs a compiled trampoline), the syscall numbers are the kernel's own, and every wrapper on
-// the helper's path still returns what glibc's function returned and reports errno as before.
+// sys/libc.ts's system calls through syscall(2): the helper's start-up binds two symbols, called
+// through their addresses so that no machine code is made for them, the syscall numbers are the
+// kernel's own, and every wrapper on the helper's path still returns what glibc's function
+// returned and reports errno as before.
 
 import assert from "node:assert/strict";
 import {
@@ -72,6 +73,61 @@ Deno.test("the helper's libc calls bind only syscall and errno's symbol, and str
   assert.equal(bound.length, 3, JSON.stringify(bound));
   assert.equal(bound.filter((n) => /^__errno_/.test(n)).length, 1, JSON.stringify(bound));
   assert.deepEqual(bound.filter((n) => !/^__errno_/.test(n)).sort(), ["strerror", "syscall"]);
+});
+
+Deno.test("under --jitless, calls through every libc group leave no executable memory but the binaries'", async () => {
+  // --jitless keeps V8 from mapping any (its code space is read-write-execute otherwise), and
+  // sys/libc.ts calls through addresses, for which Deno compiles no trampoline: a function
+  // symbol would leave an anonymous r-x page per compiled trampoline. One call in each group.
+  const script = `
+    import * as l from "./sys/libc.ts";
+    l.getpid(); l.strerror(2); l.poll([], l.POLL.IN, 0); l.getgroups();
+    const [a, b] = l.socketpair(l.SOCK.AF_UNIX, l.SOCK.STREAM);
+    l.setNonBlocking(a, true); l.recvFds(a);
+    l.sendSome(b, new Uint8Array(new ArrayBuffer(1)));
+    await l.pollAsync([a], [l.POLL.IN], 0);
+    const s = l.socket(l.SOCK.AF_UNIX, l.SOCK.STREAM);
+    const f = l.open("/proc/self/status", l.O.RDONLY);
+    // Called for their binding: an unbound socket cannot listen, /proc cannot sync.
+    for (const call of [() => l.listen(s, 1), () => l.fsync(f)]) {
+      try { call(); } catch (e) { if (!(e instanceof l.OsError)) throw e; }
+    }
+    l.close(f); l.close(s); l.close(a); l.close(b);
+    const maps = Deno.readTextFileSync("/proc/self/maps").trim().split("\\n");
+    console.log(JSON.stringify({ bound: l.boundSymbols(), maps }));
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      "--no-config",
+      "--no-lock",
+      "--quiet",
+      "--v8-flags=--single-threaded,--jitless",
+      script,
+    ],
+    cwd: new URL("../../", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const { bound, maps } = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    bound: string[];
+    maps: string[];
+  };
+  for (
+    const name of ["syscall", "strerror", "poll", "getgroups", "recvmsg", "listen", "fsync", "send"]
+  ) {
+    assert.ok(bound.includes(name), `${name} was not bound: ${JSON.stringify(bound)}`);
+  }
+  // address perms offset dev inode [path]: executable and anonymous (no path; the kernel's
+  // [vdso] and [vsyscall] aside), or writable and executable at all.
+  const made = maps.filter((line) => {
+    const [, perms = "", , , , path = ""] = line.split(/\s+/);
+    return perms[2] === "x" &&
+      (perms[1] === "w" || !/^(\/|\[vdso\]$|\[vsyscall\]$)/.test(path));
+  });
+  assert.deepEqual(made, []);
+  assert.ok(maps.some((line) => / r-xp .*\/libc\.so\.6$/.test(line)), "libc's text is not mapped?");
 });
 
 for (
