@@ -12,7 +12,7 @@
 //   full helper          bin/qemu-bridge-helper: privileges, ACL, tap, ioctls, sendmsg
 //
 // The guard comes after the symbols because it is the first to call libc: placed before them
-// it would carry the whole first dlopen (the trampoline compiler's start-up) as its own cost.
+// it would carry the whole first dlopen (the runtime's FFI start-up) as its own cost.
 // The steps run copies of the helper's own modules (found with `deno info`) under a temporary
 // directory, each with its own helper.ts next to guard.ts, so the guard runs unchanged.
 //
@@ -64,7 +64,7 @@ const BUDGET_MS = BUDGET_MS_BASE + RUNS * 8_000;
 
 /** The deno flags of bin/qemu-bridge-helper (and of `deno compile` in deno.json). */
 const DENO_FLAGS = "--quiet --no-config --no-lock --no-prompt --no-code-cache --allow-ffi " +
-  "--v8-flags=--single-threaded";
+  "--v8-flags=--single-threaded,--jitless";
 
 interface Variant {
   label: string;

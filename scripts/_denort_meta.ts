@@ -185,13 +185,13 @@ export interface ExpectedBuild {
   v8Flags: readonly string[];
 }
 
-/** The helper: `deno compile --no-code-cache --no-prompt --allow-ffi --v8-flags=--single-threaded --preload ./guard.ts ./helper.ts`. */
+/** The helper: `deno compile --no-code-cache --no-prompt --allow-ffi --v8-flags=--single-threaded,--jitless --preload ./guard.ts ./helper.ts`. */
 export const HELPER_BUILD: ExpectedBuild = {
   name: "helper",
   entry: "helper.ts",
   preload: ["guard.ts"],
   allowEnv: null,
-  v8Flags: ["--single-threaded"],
+  v8Flags: ["--single-threaded", "--jitless"],
 };
 
 /** The bridge service: the `compile:service` task (the helper's flags plus LISTEN_FDS, LISTEN_PID). */

@@ -19,7 +19,7 @@ export const COMPILE_FLAGS: readonly string[] = [
   "--no-code-cache",
   "--no-prompt",
   "--allow-ffi",
-  "--v8-flags=--single-threaded",
+  "--v8-flags=--single-threaded,--jitless",
   "--preload",
   "./guard.ts",
 ];

@@ -46,6 +46,7 @@ export function helperMetadata(): Record<string, unknown> {
       "--inspector-live-edit",
       "--external-memory-max-reasonable-size=0",
       "--single-threaded",
+      "--jitless",
     ],
     log_level: null,
     env_vars_from_env_file: {},
@@ -183,6 +184,8 @@ export function serviceMetadata(): Record<string, unknown> {
   (m.permissions as Record<string, unknown>).allow_env = ["LISTEN_FDS", "LISTEN_PID"];
   m.entrypoint_key = "service/main.ts";
   m.preload_modules = ["service/guard.ts"];
+  // The service is not --jitless: a long-running JavaScript server, not a short run to an fd.
+  m.v8_flags = (m.v8_flags as string[]).filter((f) => f !== "--jitless");
   return m;
 }
 

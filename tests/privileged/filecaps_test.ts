@@ -34,7 +34,7 @@ const COMPILE_LIKE_FLAGS = [
   "--no-prompt",
   "--no-code-cache",
   "--allow-ffi",
-  "--v8-flags=--single-threaded",
+  "--v8-flags=--single-threaded,--jitless",
 ];
 
 async function box(
@@ -117,6 +117,7 @@ rootTest("file-capability helper run by uid 65534", async (t) => {
       // Meanwhile the caller tries to look inside: environ and memory, and ptrace.
       const asCaller = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
       const peeks: Record<string, string> = {};
+      let maps: string[] = [];
       const r = await runPaused(
         ns,
         [...sb.argv, HELPER_FROM_SOURCE, "--fd=3", "--br=br0"],
@@ -133,6 +134,7 @@ rootTest("file-capability helper run by uid 65534", async (t) => {
           }
           const trace = await run([...asCaller, "strace", "-p", String(pid), "-e", "trace=none"]);
           peeks.ptrace = trace.code === 0 ? "attached" : trace.stderr.trim();
+          maps = (await Deno.readTextFile(`/proc/${pid}/maps`)).trim().split("\n");
         },
       );
       using _fd = r.fd;
@@ -156,6 +158,17 @@ rootTest("file-capability helper run by uid 65534", async (t) => {
         assert.match(peeks[file]!, /Permission denied/, `/proc/PID/${file}: ${peeks[file]}`);
       }
       assert.match(peeks.ptrace!, /Operation not permitted/, peeks.ptrace);
+      // No machine code made at run time, at its last step: --jitless keeps V8 from mapping any
+      // (its code space is read-write-execute otherwise), and sys/libc.ts calls libc through
+      // addresses (no FFI trampoline). Executable are only the binaries' own mappings (and the
+      // kernel's [vdso] and [vsyscall]); nothing is writable and executable.
+      const made = maps.filter((line) => {
+        const [, perms = "", , , , path = ""] = line.split(/\s+/);
+        return perms[2] === "x" &&
+          (perms[1] === "w" || !/^(\/|\[vdso\]$|\[vsyscall\]$)/.test(path));
+      });
+      assert.ok(maps.length > 10, `read /proc/PID/maps: ${maps.join("; ")}`);
+      assert.deepEqual(made, []);
     },
   );
 

@@ -128,9 +128,10 @@ test("judgeHelperMetadata() names every difference from our build", () => {
   assert.deepEqual(change((m) => delete m.permissions), ["it has no permissions record"]);
   assert.deepEqual(change((m) => (m.v8_flags = ["UNUSED_BUT_NECESSARY_ARG0"])), [
     "the V8 flags lack --single-threaded",
+    "the V8 flags lack --jitless",
   ]);
   assert.deepEqual(
-    change((m) => (m.v8_flags = ["--single-threaded", "--prof", "--logfile=/tmp/x"])),
+    change((m) => (m.v8_flags = ["--single-threaded", "--jitless", "--prof", "--logfile=/tmp/x"])),
     ['unexpected V8 flags: ["--prof","--logfile=/tmp/x"]'],
   );
   assert.deepEqual(change((m) => (m.v8_flags = "--single-threaded")), ["it has no V8 flags list"]);

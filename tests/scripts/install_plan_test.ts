@@ -212,7 +212,7 @@ test("planInstall() with --binary stages the file and with --denort passes DENOR
     "(cd /src/vm-bridge && env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin " +
       "HOME=/tmp/vmb-install-x/compile-home DENO_DIR=/tmp/vmb-install-x/compile-home/deno-dir " +
       "NO_COLOR=1 DENO_NO_UPDATE_CHECK=1 DENORT_BIN=/opt/denort /usr/bin/deno compile " +
-      "--no-code-cache --no-prompt --allow-ffi --v8-flags=--single-threaded --preload ./guard.ts " +
+      "--no-code-cache --no-prompt --allow-ffi --v8-flags=--single-threaded,--jitless --preload ./guard.ts " +
       "--output /tmp/vmb-install-x/qemu-bridge-helper ./helper.ts)",
   );
 });
@@ -485,7 +485,7 @@ test("compileArgs() is exactly the required deno compile command", () => {
     "--no-code-cache",
     "--no-prompt",
     "--allow-ffi",
-    "--v8-flags=--single-threaded",
+    "--v8-flags=--single-threaded,--jitless",
     "--preload",
     "./guard.ts",
     "--output",

@@ -271,7 +271,7 @@ rootTest("install-suid refuses a bare Deno runtime, however it gets in", async (
   assert.equal(r.code, 1, r.stdout + r.stderr);
   assert.match(
     r.stdout,
-    /==> \(cd .* && env -i PATH=\S+ HOME=\S+ DENO_DIR=\S+ NO_COLOR=1 DENO_NO_UPDATE_CHECK=1 DENORT_BIN=\S+ \S+ compile --no-code-cache --no-prompt --allow-ffi --v8-flags=--single-threaded --preload \.\/guard\.ts --output /,
+    /==> \(cd .* && env -i PATH=\S+ HOME=\S+ DENO_DIR=\S+ NO_COLOR=1 DENO_NO_UPDATE_CHECK=1 DENORT_BIN=\S+ \S+ compile --no-code-cache --no-prompt --allow-ffi --v8-flags=--single-threaded,--jitless --preload \.\/guard\.ts --output /,
   );
   assert.match(r.stderr, /refusing to install .*bare Deno runtime/);
   assert.deepEqual(await listTree(s.destdir), [], "something was installed");
@@ -301,7 +301,7 @@ rootTest(
       [
         "V8 flags",
         (m) => (m.v8_flags = ["UNUSED_BUT_NECESSARY_ARG0", "--prof"]),
-        /lack --single-threaded; unexpected V8 flags: \["--prof"\]/,
+        /lack --single-threaded; the V8 flags lack --jitless; unexpected V8 flags: \["--prof"\]/,
       ],
     ];
     for (const [what, change, message] of cases) {
