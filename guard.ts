@@ -6,7 +6,7 @@
 // would hand the capability to the caller's code. Preload modules run before the main module, so
 // this check stops it.
 
-import { E, OsError, PR, prctl } from "./sys/libc.ts";
+import { forbidExecutableMemory, PR, prctl } from "./sys/libc.ts";
 
 const expected = new URL("./helper.ts", import.meta.url).href;
 if (Deno.mainModule !== expected) {
@@ -18,10 +18,6 @@ prctl(PR.SET_DUMPABLE, 0, "PR_SET_DUMPABLE");
 
 // From here on no memory of this process can become executable (Linux 6.3 and later): the helper
 // runs --jitless and calls libc through addresses, so it never makes machine code, and code that
-// an attacker writes into its memory cannot be made to run either. A kernel without the option
-// refuses it with EINVAL, and the helper runs without it; any other failure ends the run.
-try {
-  prctl(PR.SET_MDWE, PR.MDWE_REFUSE_EXEC_GAIN, "PR_SET_MDWE");
-} catch (e) {
-  if (!(e instanceof OsError && e.errno === E.EINVAL)) throw e;
-}
+// an attacker writes into its memory cannot be made to run either. An older kernel lacks the
+// option, and the helper runs without it; any other failure ends the run.
+forbidExecutableMemory();

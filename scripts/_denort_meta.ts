@@ -200,7 +200,7 @@ export const SERVICE_BUILD: ExpectedBuild = {
   entry: "service/main.ts",
   preload: ["service/guard.ts"],
   allowEnv: ["LISTEN_FDS", "LISTEN_PID"],
-  v8Flags: ["--single-threaded"],
+  v8Flags: ["--single-threaded", "--jitless"],
 };
 
 /**

@@ -33,7 +33,7 @@ export const SERVICE_COMPILE_FLAGS: readonly string[] = [
   "--no-prompt",
   "--allow-ffi",
   "--allow-env=LISTEN_FDS,LISTEN_PID",
-  "--v8-flags=--single-threaded",
+  "--v8-flags=--single-threaded,--jitless",
   "--preload",
   "./service/guard.ts",
 ];
@@ -795,14 +795,14 @@ export function describeStep(step: Step): string {
     case "verify":
       return `verify ${q(step.path)} is our build: its embedded deno compile metadata (entry ` +
         "helper.ts, guard.ts preloaded, only --allow-ffi, no prompt, no code cache, " +
-        "--single-threaded), and not a bare Deno runtime: no arguments, --version and eval " +
-        "must each print only the usage line and exit 1";
+        "--single-threaded and --jitless), and not a bare Deno runtime: no arguments, --version and " +
+        "eval must each print only the usage line and exit 1";
     case "verify-service":
       return `verify ${q(step.path)} is our vm-bridged build: its embedded deno compile metadata ` +
         "(entry service/main.ts, service/guard.ts preloaded, only --allow-ffi and " +
-        "--allow-env=LISTEN_FDS,LISTEN_PID, no prompt, no code cache, --single-threaded), and " +
-        "not a bare Deno runtime: --version and eval must each refuse with a vm-bridged: " +
-        "message and exit 1";
+        "--allow-env=LISTEN_FDS,LISTEN_PID, no prompt, no code cache, --single-threaded and " +
+        "--jitless), and not a bare Deno runtime: --version and eval must each refuse with a " +
+        "vm-bridged: message and exit 1";
     case "mkdir":
       return `install -d -o root -g root -m 0755 ${q(step.path)}`;
     case "install":

@@ -1105,6 +1105,25 @@ export function prctl(option: number, a2: number, name: string, a3 = 0, a4 = 0, 
   return check(`prctl(${name})`, sc(NONE, NR.prctl, L(option), L(a2), L(a3), L(a4), L(a5)));
 }
 
+/**
+ * From now on no memory of this process can become executable (PR_SET_MDWE with
+ * PR_MDWE_REFUSE_EXEC_GAIN, Linux 6.3 and later): no new mapping may be writable and executable,
+ * and no mapping may gain execution. For a process that makes no machine code (V8 --jitless,
+ * libc called through addresses, as here): bytes an attacker writes into its memory cannot be
+ * made to run. Kept across fork and exec.
+ *
+ * @returns false when the kernel lacks the option (EINVAL); any other failure throws.
+ */
+export function forbidExecutableMemory(): boolean {
+  try {
+    prctl(PR.SET_MDWE, PR.MDWE_REFUSE_EXEC_GAIN, "PR_SET_MDWE");
+    return true;
+  } catch (e) {
+    if (e instanceof OsError && e.errno === E.EINVAL) return false;
+    throw e;
+  }
+}
+
 /** The three capability sets of the calling thread, as 64-bit masks. */
 export interface CapSets {
   /** Effective set. */

@@ -184,8 +184,6 @@ export function serviceMetadata(): Record<string, unknown> {
   (m.permissions as Record<string, unknown>).allow_env = ["LISTEN_FDS", "LISTEN_PID"];
   m.entrypoint_key = "service/main.ts";
   m.preload_modules = ["service/guard.ts"];
-  // The service is not --jitless: a long-running JavaScript server, not a short run to an fd.
-  m.v8_flags = (m.v8_flags as string[]).filter((f) => f !== "--jitless");
   return m;
 }
 

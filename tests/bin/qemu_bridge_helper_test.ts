@@ -1,6 +1,8 @@
 // bin/qemu-bridge-helper, the from-source runner QEMU and the tests use: it must find guard.ts
 // and helper.ts however it is started, and start deno without forking anything else first
-// (readlink and dirname cost about 10 ms of the helper's start-up on this 2-core machine).
+// (readlink and dirname cost about 10 ms of the helper's start-up on this 2-core machine). Also,
+// for it and bin/vm-bridged: with their flags, the guard forbids executable memory and nothing
+// executable is mapped but the binaries.
 
 import assert from "node:assert/strict";
 import { USAGE } from "../../cli/args.ts";
@@ -76,49 +78,50 @@ Deno.test("bin/qemu-bridge-helper execs deno straight away: no readlink, dirname
   }
 });
 
-Deno.test("the helper forbids executable memory from its guard on, and never asks for any", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "vmb-bin-test-" });
-  try {
-    const out = await new Deno.Command("strace", {
-      args: [
-        "-f",
-        "-qq",
-        "-e",
-        "trace=prctl,mmap,mprotect",
-        "-o",
-        `${dir}/trace`,
-        HELPER_FROM_SOURCE,
-      ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    assert.equal(out.code, 1, new TextDecoder().decode(out.stderr));
-    const lines = (await Deno.readTextFile(`${dir}/trace`)).split("\n");
-    // PR_SET_MDWE (0x41) with PR_MDWE_REFUSE_EXEC_GAIN; strace 6.1 knows it by number only.
-    const mdwe = lines.findIndex((l) =>
-      /prctl\((PR_SET_MDWE|0x41 \/\* PR_\?\?\? \*\/), (PR_MDWE_REFUSE_EXEC_GAIN|0x1),/.test(l)
-    );
-    assert.ok(mdwe >= 0, "the guard did not ask for PR_SET_MDWE");
-    const [major = 0, minor = 0] = Deno.osRelease().split(".").map(Number);
-    // Linux 6.3 added it; an older kernel refuses it, and the guard goes on without it.
-    const expected = major > 6 || (major === 6 && minor >= 3) ? / = 0$/ : / = -1 EINVAL /;
-    assert.match(lines[mdwe]!, expected);
-    // The only executable mappings are the binaries' (file-backed, read-only), all made by the
-    // dynamic loader before the runtime starts; nothing after, nothing anonymous, nothing
-    // writable and executable, and no mprotect that adds execution.
-    const exec = lines.filter((l) => /PROT_EXEC/.test(l));
-    assert.ok(exec.length > 0, "strace saw no mapping of a binary: the trace is wrong");
-    for (const l of exec) {
-      assert.match(
-        l,
-        /^\d+ mmap\(.*PROT_READ\|PROT_EXEC, MAP_PRIVATE\|MAP_FIXED\|MAP_DENYWRITE, \d+,/,
-        l,
+for (
+  const [name, program] of [
+    ["the helper", HELPER_FROM_SOURCE],
+    // As root with every capability it refuses to serve, after its guard ran.
+    ["the bridge service", `${ROOT}/bin/vm-bridged`],
+  ] as const
+) {
+  Deno.test(`${name} forbids executable memory from its guard on, and never asks for any`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "vmb-bin-test-" });
+    try {
+      const out = await new Deno.Command("strace", {
+        args: ["-f", "-qq", "-e", "trace=prctl,mmap,mprotect", "-o", `${dir}/trace`, program],
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      assert.equal(out.code, 1, new TextDecoder().decode(out.stderr));
+      const lines = (await Deno.readTextFile(`${dir}/trace`)).split("\n");
+      // PR_SET_MDWE (0x41) with PR_MDWE_REFUSE_EXEC_GAIN; strace 6.1 knows it by number only.
+      const mdwe = lines.findIndex((l) =>
+        /prctl\((PR_SET_MDWE|0x41 \/\* PR_\?\?\? \*\/), (PR_MDWE_REFUSE_EXEC_GAIN|0x1),/.test(l)
       );
+      assert.ok(mdwe >= 0, "the guard did not ask for PR_SET_MDWE");
+      const [major = 0, minor = 0] = Deno.osRelease().split(".").map(Number);
+      // Linux 6.3 added it; an older kernel refuses it, and the guard goes on without it.
+      const expected = major > 6 || (major === 6 && minor >= 3) ? / = 0$/ : / = -1 EINVAL /;
+      assert.match(lines[mdwe]!, expected);
+      // The only executable mappings are the binaries' (file-backed, read-only), all made by the
+      // dynamic loader before the runtime starts; nothing after, nothing anonymous, nothing
+      // writable and executable, and no mprotect that adds execution (without --jitless, V8's
+      // mprotect of a read-write-execute code space shows here).
+      const exec = lines.filter((l) => /PROT_EXEC/.test(l));
+      assert.ok(exec.length > 0, "strace saw no mapping of a binary: the trace is wrong");
+      for (const l of exec) {
+        assert.match(
+          l,
+          /^\d+ mmap\(.*PROT_READ\|PROT_EXEC, MAP_PRIVATE\|MAP_FIXED\|MAP_DENYWRITE, \d+,/,
+          l,
+        );
+      }
+      const lastExec = lines.findLastIndex((l) => /PROT_EXEC/.test(l));
+      assert.ok(lastExec < mdwe, `executable memory mapped after the guard: ${lines[lastExec]}`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
-    const lastExec = lines.findLastIndex((l) => /PROT_EXEC/.test(l));
-    assert.ok(lastExec < mdwe, `executable memory mapped after the guard: ${lines[lastExec]}`);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  });
+}

@@ -15,6 +15,7 @@ import {
 } from "../_support/deno_copy.ts";
 import { NetNs, rootTest, run, sandbox, type SandboxOptions } from "../_support/ns.ts";
 import { runPaused } from "./_paused.ts";
+import { madeCode } from "../_support/exec_maps.ts";
 import { sourceForOthers } from "../_support/readable_source.ts";
 
 // Run as another user, the helper comes from a copy every user can read: the checkout may be
@@ -162,13 +163,8 @@ rootTest("file-capability helper run by uid 65534", async (t) => {
       // (its code space is read-write-execute otherwise), and sys/libc.ts calls libc through
       // addresses (no FFI trampoline). Executable are only the binaries' own mappings (and the
       // kernel's [vdso] and [vsyscall]); nothing is writable and executable.
-      const made = maps.filter((line) => {
-        const [, perms = "", , , , path = ""] = line.split(/\s+/);
-        return perms[2] === "x" &&
-          (perms[1] === "w" || !/^(\/|\[vdso\]$|\[vsyscall\]$)/.test(path));
-      });
       assert.ok(maps.length > 10, `read /proc/PID/maps: ${maps.join("; ")}`);
-      assert.deepEqual(made, []);
+      assert.deepEqual(madeCode(maps), []);
     },
   );
 

@@ -12,6 +12,7 @@ import { ServiceUnavailableError } from "../../service/client.ts";
 import { tempDirFor } from "../_support/deno_copy.ts";
 import { HELPER_FROM_SOURCE, NetNs, rootTest, run, sandbox } from "../_support/ns.ts";
 import { clientSetup, noTapsLeft, SERVICE_FROM_SOURCE, startService } from "./_service.ts";
+import { madeCode } from "../_support/exec_maps.ts";
 
 const TUNSETPERSIST = 0x400454cb;
 
@@ -44,6 +45,10 @@ rootTest(
     }
     assert.deepEqual(await noTapsLeft(ns), [], "the tap goes with the client's fd");
     assert.deepEqual(listBridgesSync({ socket: svc.socket }), ["br0"]);
+    // Having served, it made no machine code: --jitless, libc through addresses (SECURITY.md).
+    const maps = (await Deno.readTextFile(`/proc/${svc.pid}/maps`)).trim().split("\n");
+    assert.ok(maps.some((l) => /\/deno$/.test(l)), `not the service's map: ${maps.join("; ")}`);
+    assert.deepEqual(madeCode(maps), []);
   },
 );
 

@@ -311,7 +311,7 @@ rootTest("install-suid --service --dry-run shows every step and writes nothing",
   }
   assert.match(
     compiles[1]!,
-    / compile --no-code-cache --no-prompt --allow-ffi --allow-env=LISTEN_FDS,LISTEN_PID --v8-flags=--single-threaded --preload \.\/service\/guard\.ts --output \S+\/vm-bridged'? \.\/service\/main\.ts\)$/,
+    / compile --no-code-cache --no-prompt --allow-ffi --allow-env=LISTEN_FDS,LISTEN_PID --v8-flags=--single-threaded,--jitless --preload \.\/service\/guard\.ts --output \S+\/vm-bridged'? \.\/service\/main\.ts\)$/,
   );
   assert.match(r.stdout, /^would: verify \S+\/vm-bridged'? is our vm-bridged build/m);
   assert.match(r.stdout, /^would: install -o root -g root -m 0755 \S+ \S+\/qemu-bridge-helper$/m);

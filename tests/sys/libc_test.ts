@@ -35,6 +35,7 @@ import {
   SYSCALL_TABLES,
   write,
 } from "../../sys/libc.ts";
+import { madeCode } from "../_support/exec_maps.ts";
 
 Deno.test("the helper's libc calls bind only syscall and errno's symbol, and strerror for an error", async () => {
   // A fresh process, so nothing bound by another test counts: every wrapper the helper and its
@@ -119,14 +120,7 @@ Deno.test("under --jitless, calls through every libc group leave no executable m
   ) {
     assert.ok(bound.includes(name), `${name} was not bound: ${JSON.stringify(bound)}`);
   }
-  // address perms offset dev inode [path]: executable and anonymous (no path; the kernel's
-  // [vdso] and [vsyscall] aside), or writable and executable at all.
-  const made = maps.filter((line) => {
-    const [, perms = "", , , , path = ""] = line.split(/\s+/);
-    return perms[2] === "x" &&
-      (perms[1] === "w" || !/^(\/|\[vdso\]$|\[vsyscall\]$)/.test(path));
-  });
-  assert.deepEqual(made, []);
+  assert.deepEqual(madeCode(maps), []);
   assert.ok(maps.some((line) => / r-xp .*\/libc\.so\.6$/.test(line)), "libc's text is not mapped?");
 });
 
