@@ -22,6 +22,23 @@ async function usageRun(argv: string[], cwd: string): Promise<void> {
   assert.equal(stderr, `${USAGE}\n`, `${argv.join(" ")} in ${cwd}`);
 }
 
+/** Runs `program` with no arguments under `strace -f -e trace=<calls>`: it must exit 1. */
+async function straced(program: string, calls: string): Promise<string[]> {
+  const dir = await Deno.makeTempDir({ prefix: "vmb-bin-test-" });
+  try {
+    const out = await new Deno.Command("strace", {
+      args: ["-f", "-qq", "-e", `trace=${calls}`, "-o", `${dir}/trace`, program],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 1, new TextDecoder().decode(out.stderr));
+    return (await Deno.readTextFile(`${dir}/trace`)).split("\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test("bin/qemu-bridge-helper finds its modules by absolute and relative path", async () => {
   await usageRun([HELPER_FROM_SOURCE], "/");
   await usageRun(["bin/qemu-bridge-helper"], ROOT);
@@ -45,37 +62,17 @@ Deno.test("bin/qemu-bridge-helper finds its modules through a symlink to it or t
 });
 
 Deno.test("bin/qemu-bridge-helper execs deno straight away: no readlink, dirname or other child", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "vmb-bin-test-" });
-  try {
-    const out = await new Deno.Command("strace", {
-      args: [
-        "-f",
-        "-qq",
-        "-e",
-        "trace=execve,clone,clone3,fork,vfork",
-        "-o",
-        `${dir}/trace`,
-        HELPER_FROM_SOURCE,
-      ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    assert.equal(out.code, 1, new TextDecoder().decode(out.stderr));
-    const lines = (await Deno.readTextFile(`${dir}/trace`)).split("\n");
-    // The first program is the script (run by sh), the second must be deno itself.
-    const programs = lines.flatMap((l) => /execve\("([^"]+)"/.exec(l)?.[1] ?? []);
-    assert.equal(programs[0], HELPER_FROM_SOURCE);
-    assert.match(programs[1] ?? "", /\/deno$/, `programs started: ${programs.join(", ")}`);
-    // No process (as opposed to deno's own threads, which clone with CLONE_THREAD) before that.
-    const firstDeno = lines.findIndex((l) => /execve\("[^"]*\/deno"/.test(l));
-    const forks = lines.slice(0, firstDeno).filter((l) =>
-      /\b(v?fork|clone3?)\(/.test(l) && !/CLONE_THREAD/.test(l)
-    );
-    assert.deepEqual(forks, [], "the wrapper forked before starting deno");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const lines = await straced(HELPER_FROM_SOURCE, "execve,clone,clone3,fork,vfork");
+  // The first program is the script (run by sh), the second must be deno itself.
+  const programs = lines.flatMap((l) => /execve\("([^"]+)"/.exec(l)?.[1] ?? []);
+  assert.equal(programs[0], HELPER_FROM_SOURCE);
+  assert.match(programs[1] ?? "", /\/deno$/, `programs started: ${programs.join(", ")}`);
+  // No process (as opposed to deno's own threads, which clone with CLONE_THREAD) before that.
+  const firstDeno = lines.findIndex((l) => /execve\("[^"]*\/deno"/.test(l));
+  const forks = lines.slice(0, firstDeno).filter((l) =>
+    /\b(v?fork|clone3?)\(/.test(l) && !/CLONE_THREAD/.test(l)
+  );
+  assert.deepEqual(forks, [], "the wrapper forked before starting deno");
 });
 
 for (
@@ -86,42 +83,30 @@ for (
   ] as const
 ) {
   Deno.test(`${name} forbids executable memory from its guard on, and never asks for any`, async () => {
-    const dir = await Deno.makeTempDir({ prefix: "vmb-bin-test-" });
-    try {
-      const out = await new Deno.Command("strace", {
-        args: ["-f", "-qq", "-e", "trace=prctl,mmap,mprotect", "-o", `${dir}/trace`, program],
-        stdin: "null",
-        stdout: "null",
-        stderr: "piped",
-      }).output();
-      assert.equal(out.code, 1, new TextDecoder().decode(out.stderr));
-      const lines = (await Deno.readTextFile(`${dir}/trace`)).split("\n");
-      // PR_SET_MDWE (0x41) with PR_MDWE_REFUSE_EXEC_GAIN; strace 6.1 knows it by number only.
-      const mdwe = lines.findIndex((l) =>
-        /prctl\((PR_SET_MDWE|0x41 \/\* PR_\?\?\? \*\/), (PR_MDWE_REFUSE_EXEC_GAIN|0x1),/.test(l)
+    const lines = await straced(program, "prctl,mmap,mprotect");
+    // PR_SET_MDWE (0x41) with PR_MDWE_REFUSE_EXEC_GAIN; strace 6.1 knows it by number only.
+    const mdwe = lines.findIndex((l) =>
+      /prctl\((PR_SET_MDWE|0x41 \/\* PR_\?\?\? \*\/), (PR_MDWE_REFUSE_EXEC_GAIN|0x1),/.test(l)
+    );
+    assert.ok(mdwe >= 0, "the guard did not ask for PR_SET_MDWE");
+    const [major = 0, minor = 0] = Deno.osRelease().split(".").map(Number);
+    // Linux 6.3 added it; an older kernel refuses it, and the guard goes on without it.
+    const expected = major > 6 || (major === 6 && minor >= 3) ? / = 0$/ : / = -1 EINVAL /;
+    assert.match(lines[mdwe]!, expected);
+    // The only executable mappings are the binaries' (file-backed, read-only), all made by the
+    // dynamic loader before the runtime starts; nothing after, nothing anonymous, nothing
+    // writable and executable, and no mprotect that adds execution (without --jitless, V8's
+    // mprotect of a read-write-execute code space shows here).
+    const exec = lines.filter((l) => /PROT_EXEC/.test(l));
+    assert.ok(exec.length > 0, "strace saw no mapping of a binary: the trace is wrong");
+    for (const l of exec) {
+      assert.match(
+        l,
+        /^\d+ mmap\(.*PROT_READ\|PROT_EXEC, MAP_PRIVATE\|MAP_FIXED\|MAP_DENYWRITE, \d+,/,
+        l,
       );
-      assert.ok(mdwe >= 0, "the guard did not ask for PR_SET_MDWE");
-      const [major = 0, minor = 0] = Deno.osRelease().split(".").map(Number);
-      // Linux 6.3 added it; an older kernel refuses it, and the guard goes on without it.
-      const expected = major > 6 || (major === 6 && minor >= 3) ? / = 0$/ : / = -1 EINVAL /;
-      assert.match(lines[mdwe]!, expected);
-      // The only executable mappings are the binaries' (file-backed, read-only), all made by the
-      // dynamic loader before the runtime starts; nothing after, nothing anonymous, nothing
-      // writable and executable, and no mprotect that adds execution (without --jitless, V8's
-      // mprotect of a read-write-execute code space shows here).
-      const exec = lines.filter((l) => /PROT_EXEC/.test(l));
-      assert.ok(exec.length > 0, "strace saw no mapping of a binary: the trace is wrong");
-      for (const l of exec) {
-        assert.match(
-          l,
-          /^\d+ mmap\(.*PROT_READ\|PROT_EXEC, MAP_PRIVATE\|MAP_FIXED\|MAP_DENYWRITE, \d+,/,
-          l,
-        );
-      }
-      const lastExec = lines.findLastIndex((l) => /PROT_EXEC/.test(l));
-      assert.ok(lastExec < mdwe, `executable memory mapped after the guard: ${lines[lastExec]}`);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
     }
+    const lastExec = lines.findLastIndex((l) => /PROT_EXEC/.test(l));
+    assert.ok(lastExec < mdwe, `executable memory mapped after the guard: ${lines[lastExec]}`);
   });
 }
