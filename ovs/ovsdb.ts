@@ -131,6 +131,8 @@ export class Ovsdb implements Disposable {
   #queue: Promise<unknown> = Promise.resolve();
   readonly #splitter = new JsonStreamSplitter();
   readonly #inbox: unknown[] = [];
+  /** The read buffer, one per connection (the splitter copies what it keeps; #queue serializes). */
+  readonly #rx = new Uint8Array(new ArrayBuffer(64 * 1024));
 
   private constructor(path: string, timeoutMs: number, sock: Fd) {
     this.#path = path;
@@ -237,7 +239,7 @@ export class Ovsdb implements Disposable {
     deadline: number,
     timeoutMs: number,
   ): Promise<ReturnType<typeof parseMessage>> {
-    const buf = new Uint8Array(new ArrayBuffer(64 * 1024));
+    const buf = this.#rx;
     for (;;) {
       const queued = this.#inbox.shift();
       if (queued !== undefined) {

@@ -1193,6 +1193,13 @@ export function ifNameToIndex(name: string): number {
 const SIOCGIFINDEX = 0x8933;
 
 /**
+ * readAll()'s read buffer, one for the process: what it read is copied out before it returns,
+ * and nothing runs between (no await). A fresh 64 KiB per call was garbage V8 collects late: the
+ * bridge service, which reads a few small files per request, held about 200 MiB of them.
+ */
+const READ_SCRATCH = new Uint8Array(new ArrayBuffer(65536));
+
+/**
  * Reads an open fd to its end, through libc. Fails rather than returning a short read: past
  * `limit` bytes (RangeError), on any read error, and on EAGAIN (a regular or /proc file never
  * gives it; stopping there would silently drop the rest).
@@ -1203,7 +1210,7 @@ const SIOCGIFINDEX = 0x8933;
 export function readAll(fd: number, limit: number, path: string): Uint8Array<ArrayBuffer> {
   const chunks: Uint8Array[] = [];
   let total = 0;
-  const buf = new Uint8Array(new ArrayBuffer(65536));
+  const buf = READ_SCRATCH;
   for (;;) {
     const n = read(fd, buf, `read(${path})`);
     if (n < 0) throw new OsError(`read(${path})`, E.EAGAIN);
