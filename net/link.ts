@@ -11,11 +11,11 @@ import { escapeForMessage } from "./ifname.ts";
 export type { Link } from "../sys/netlink.ts";
 
 /**
- * The buffer every reply is read into, one for the process: parseLinkReply() copies what it
- * keeps, and nothing runs between the read and the parse (no await). A fresh 64 KiB per
- * question was garbage V8 collects late (the bridge service asks several per request).
+ * The buffer every reply is read into, one for the process, made on first use: parseLinkReply()
+ * copies what it keeps, and nothing runs between the read and the parse (no await). A fresh
+ * 64 KiB per question was garbage V8 collects late (the bridge service asks several per request).
  */
-const REPLY = new Uint8Array(new ArrayBuffer(65536));
+let reply: Uint8Array<ArrayBuffer> | undefined;
 
 /** A NETLINK_ROUTE socket that asks the kernel about one interface at a time. */
 export class Links implements Disposable {
@@ -36,7 +36,7 @@ export class Links implements Disposable {
   get(query: { index: number } | { name: string }): Link | undefined {
     const seq = ++this.#seq;
     write(this.#sock.value, getLinkRequest(query, seq), "write(netlink)");
-    const buf = REPLY;
+    const buf = reply ??= new Uint8Array(new ArrayBuffer(65536));
     const n = read(this.#sock.value, buf, "read(netlink)");
     const r = parseLinkReply(buf.subarray(0, Math.max(n, 0)), seq);
     if (typeof r === "number") {

@@ -1193,11 +1193,12 @@ export function ifNameToIndex(name: string): number {
 const SIOCGIFINDEX = 0x8933;
 
 /**
- * readAll()'s read buffer, one for the process: what it read is copied out before it returns,
- * and nothing runs between (no await). A fresh 64 KiB per call was garbage V8 collects late: the
- * bridge service, which reads a few small files per request, held about 200 MiB of them.
+ * readAll()'s read buffer, one for the process, made on first use: what it read is copied out
+ * before it returns, and nothing runs between (no await). A fresh 64 KiB per call was garbage V8
+ * collects late: the bridge service, which reads a few small files per request, held about
+ * 200 MiB of them.
  */
-const READ_SCRATCH = new Uint8Array(new ArrayBuffer(65536));
+let readScratch: Uint8Array<ArrayBuffer> | undefined;
 
 /**
  * Reads an open fd to its end, through libc. Fails rather than returning a short read: past
@@ -1210,7 +1211,7 @@ const READ_SCRATCH = new Uint8Array(new ArrayBuffer(65536));
 export function readAll(fd: number, limit: number, path: string): Uint8Array<ArrayBuffer> {
   const chunks: Uint8Array[] = [];
   let total = 0;
-  const buf = READ_SCRATCH;
+  const buf = readScratch ??= new Uint8Array(new ArrayBuffer(65536));
   for (;;) {
     const n = read(fd, buf, `read(${path})`);
     if (n < 0) throw new OsError(`read(${path})`, E.EAGAIN);
