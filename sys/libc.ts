@@ -1094,9 +1094,8 @@ export const PR = {
   GET_NO_NEW_PRIVS: 39,
   CAP_AMBIENT: 47,
   CAP_AMBIENT_CLEAR_ALL: 4,
-  // Memory-deny-write-execute (Linux 6.3): PR_SET_MDWE, PR_GET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN.
+  // Memory-deny-write-execute (Linux 6.3): PR_SET_MDWE and its PR_MDWE_REFUSE_EXEC_GAIN.
   SET_MDWE: 65,
-  GET_MDWE: 66,
   MDWE_REFUSE_EXEC_GAIN: 1,
 } as const;
 

@@ -37,6 +37,21 @@ import {
 } from "../../sys/libc.ts";
 import { madeCode } from "../_support/exec_maps.ts";
 
+/**
+ * Runs `script` with `deno eval` in a fresh process at the repository's root (so nothing another
+ * test bound counts), with `flags` before it; returns what it printed, parsed as JSON.
+ */
+async function evalJson(script: string, flags: string[] = []): Promise<unknown> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-config", "--no-lock", "--quiet", ...flags, script],
+    cwd: new URL("../../", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
 Deno.test("the helper's libc calls bind only syscall and errno's symbol, and strerror for an error", async () => {
   // A fresh process, so nothing bound by another test counts: every wrapper the helper and its
   // guard call on the way to the fd (helper.ts, guard.ts, caps/, acl/, net/bridge.ts, net/tap.ts,
@@ -60,15 +75,7 @@ Deno.test("the helper's libc calls bind only syscall and errno's symbol, and str
     try { l.open("/nonexistent/x", l.O.RDONLY); } catch (e) { if (!(e instanceof l.OsError)) throw e; }
     console.log(JSON.stringify(l.boundSymbols()));
   `;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--no-config", "--no-lock", "--quiet", script],
-    cwd: new URL("../../", import.meta.url).pathname,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stderr = new TextDecoder().decode(out.stderr);
-  assert.equal(out.code, 0, stderr);
-  const bound = JSON.parse(new TextDecoder().decode(out.stdout)) as string[];
+  const bound = await evalJson(script) as string[];
   // strerror is bound only for an error's text (the ENOENT above), never on the way to the fd.
   // (errno's symbol is matched by its prefix: its full name may appear in sys/libc.ts only.)
   assert.equal(bound.length, 3, JSON.stringify(bound));
@@ -97,21 +104,7 @@ Deno.test("under --jitless, calls through every libc group leave no executable m
     const maps = Deno.readTextFileSync("/proc/self/maps").trim().split("\\n");
     console.log(JSON.stringify({ bound: l.boundSymbols(), maps }));
   `;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "eval",
-      "--no-config",
-      "--no-lock",
-      "--quiet",
-      "--v8-flags=--single-threaded,--jitless",
-      script,
-    ],
-    cwd: new URL("../../", import.meta.url).pathname,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  const { bound, maps } = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+  const { bound, maps } = await evalJson(script, ["--v8-flags=--single-threaded,--jitless"]) as {
     bound: string[];
     maps: string[];
   };
