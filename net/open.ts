@@ -34,7 +34,9 @@ export interface BridgeNetdevOptions extends NetdevOptions {
   /**
    * Who creates the tap: `"auto"` (default) asks the bridge service when one listens (no
    * process is spawned) and runs the helper when none does; `"service"` only asks the service;
-   * `"helper"` only runs the helper.
+   * `"helper"` only runs the helper. A tap on an Open vSwitch bridge comes from the service:
+   * one a helper hands over is refused, since the kernel does not show OVS ports, so the check
+   * that the tap is on `br` cannot pass.
    */
   via?: "auto" | "service" | "helper";
   /** The bridge service's socket (default `/run/vm-bridge/socket`). */

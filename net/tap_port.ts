@@ -68,13 +68,29 @@ export function tapPortProblem(fd: number, bridge: string): string | undefined {
   const port = links.get({ name: tap });
   if (port === undefined) return `no interface \`${shown}' where the tap should be`;
   if (port.kind !== "tun") return `\`${shown}' is not the tap that was received`;
-  if (port.master === undefined) return `\`${shown}' is not a port of any bridge`;
+  if (port.master === undefined) {
+    return `\`${shown}' is not a port of any bridge${ovsNote(links, bridge)}`;
+  }
   const master = links.get({ index: port.master });
   if (master === undefined) return `the bridge of \`${shown}' has gone`;
   if (master.name !== bridge) {
     return `\`${shown}' is a port of \`${escapeForMessage(master.name)}', not of \`${
       escapeForMessage(bridge)
-    }'`;
+    }'${ovsNote(links, bridge)}`;
   }
   return undefined;
+}
+
+/**
+ * Where `bridge` looks like an Open vSwitch bridge (its device a tap: the userspace datapath; or
+ * an `openvswitch` device: the kernel's), why the check cannot pass and what to do instead. Its
+ * ports are the OVS database's to know (a port of the kernel datapath has `ovs-system` as its
+ * master, one of the userspace datapath none), and a library user can rarely read that database.
+ */
+function ovsNote(links: Links, bridge: string): string {
+  const kind = links.get({ name: bridge })?.kind;
+  if (kind !== "tun" && kind !== "openvswitch") return "";
+  return `; \`${escapeForMessage(bridge)}' looks like an Open vSwitch bridge, whose ports the ` +
+    `kernel does not show, so this cannot be checked: ask the bridge service for the tap ` +
+    `(bridgeNetdev() with via "service" or "auto")`;
 }

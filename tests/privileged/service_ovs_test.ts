@@ -12,7 +12,8 @@ import { OvsInstance } from "../_support/ovs.ts";
 import { bridgeNetdev } from "../../mod.ts";
 import { respond } from "../../examples/responder.ts";
 import { BRIDGE, ping, TwoHosts } from "../../scripts/_hosts.ts";
-import { startService } from "./_service.ts";
+import { clientSetup, startService } from "./_service.ts";
+import { tempDirFor } from "../_support/deno_copy.ts";
 
 const ACL = { "bridge.conf": "allow sw0\nallow br0\n" };
 const OVN = "allow * %u:*\n";
@@ -282,6 +283,44 @@ rootTest(
       /event=ovs-port bridge=sw0 tap=gone0 .*action=removed reason="stale at start"/,
     );
     assert.deepEqual((await vsctl(ovs, "sw0")).ports, ["vx0"]);
+  },
+);
+
+rootTest(
+  "bridgeNetdev() via our helper without privilege, which gets an OVS tap from the service, " +
+    "cannot check the port and says to ask the service",
+  async () => {
+    await using ns = await NetNs.create("vmb-svcovs");
+    await using ovs = await OvsInstance.start(ns);
+    await ovs.addBridge("sw0");
+    await using svc = await startService(ns, {
+      etcQemu: ACL,
+      args: ["--ovsdb", ovs.dbSock, "--sweep-ms", "50"],
+      activation: "listen",
+    });
+    await using denoDir = await tempDirFor(65534, 0o700, "vmb-denodir-");
+    const sb = await sandbox(ns, {
+      user: { uid: 65534, gid: 65534 },
+      etcQemu: ACL,
+      setup: clientSetup(svc, denoDir.path),
+    });
+    try {
+      await assert.rejects(
+        bridgeNetdev({ br: "sw0", via: "helper", helper: [...sb.argv, HELPER_FROM_SOURCE] }),
+        (e) => {
+          assert.ok(e instanceof BridgeHelperError, String(e));
+          assert.match(
+            e.message,
+            /^Bridge helper sent a tap that is not a port of bridge `sw0': `tap\d+' is not a port of any bridge; `sw0' looks like an Open vSwitch bridge, whose ports the kernel does not show, so this cannot be checked: ask the bridge service for the tap \(bridgeNetdev\(\) with via "service" or "auto"\)$/,
+          );
+          return true;
+        },
+      );
+      await svc.waitFor(/event=request uid=65534 .*bridge=sw0 kind=ovs .*decision=allow/);
+    } finally {
+      await sb.cleanup();
+    }
+    assert.deepEqual(await noTapsLeft(ns), [], "the rejected tap is closed, and goes");
   },
 );
 
