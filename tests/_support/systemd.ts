@@ -8,9 +8,9 @@
 // - only the units it is given ($SYSTEMD_UNIT_PATH): the minimal targets systemd's default
 //   dependencies name, and whatever the test adds. No unit of the machine's is ever started.
 //
-// Commands run inside with nsenter (mount, network and PID namespaces). On dispose, systemd is
-// asked to exit (`systemctl exit`: every unit stopped as on a shutdown), killed if it does not,
-// and the cgroup, the staging directory and the processes are gone.
+// Commands run inside with nsenter (mount, network and PID namespaces). exit() asks systemd to
+// exit (`systemctl exit`: every unit stopped as on a shutdown); dispose kills whatever is left in
+// the cgroup and removes the cgroup and the staging directory.
 
 import { run } from "../../scripts/_netns.ts";
 import type { NetNs, Output } from "../../scripts/_netns.ts";
@@ -89,11 +89,8 @@ mknod -m 666 /dev/tty c 5 0
 mkdir /dev/net /dev/shm
 mknod -m 600 /dev/net/tun c 10 200
 mount -t tmpfs -o mode=1777 vmbsd-shm /dev/shm
-: > /mnt/stage/console.log
-touch /dev/console
-mount --bind /mnt/stage/console.log /dev/console
 export container=vmb-test SYSTEMD_UNIT_PATH=/mnt/stage/units
-exec ${SYSTEMD} --system --unit=vmb-boot.target --log-target=console --log-level=info
+exec ${SYSTEMD} --system --unit=vmb-boot.target
 `;
 
 let counter = 0;
@@ -102,7 +99,7 @@ let counter = 0;
 export class SystemdContainer implements AsyncDisposable {
   /** systemd's pid, as this process sees it. */
   readonly pid: number;
-  /** The staging directory (units, console.log), also /mnt/stage inside. */
+  /** The staging directory (units, init.log), also /mnt/stage inside. */
   readonly stage: string;
   #cgroup: string;
   #child: Deno.ChildProcess;
@@ -133,10 +130,9 @@ export class SystemdContainer implements AsyncDisposable {
       }
       await Deno.mkdir(`${stage}/usr-local`, { recursive: true });
       for (const [path, to] of Object.entries(opts.usrLocal ?? {})) {
-        await Deno.mkdir(`${stage}/usr-local/${path.slice(0, path.lastIndexOf("/"))}`, {
-          recursive: true,
-        });
-        await Deno.symlink(to, `${stage}/usr-local/${path}`);
+        const link = `${stage}/usr-local/${path}`;
+        await Deno.mkdir(link.slice(0, link.lastIndexOf("/")), { recursive: true });
+        await Deno.symlink(to, link);
       }
       const binds = Object.entries(opts.run ?? {}).map(([name, path]) => {
         if (/\s/.test(name + path)) throw new Error(`no white space in run binds: ${name} ${path}`);
@@ -144,7 +140,8 @@ export class SystemdContainer implements AsyncDisposable {
       });
       await write(`${stage}/run-binds`, binds.join(""));
       await Deno.mkdir(cgroup);
-      // The shell logs to init.log, joins the cgroup, then becomes unshare, whose child (PID 1) becomes systemd.
+      // The shell logs to init.log and joins the cgroup, then becomes unshare, whose child
+      // (PID 1 inside) runs INIT and becomes systemd.
       child = new Deno.Command("sh", {
         args: [
           "-c",
@@ -203,12 +200,10 @@ export class SystemdContainer implements AsyncDisposable {
     return Deno.readTextFile(`/proc/${this.pid}/root${path}`);
   }
 
-  /** What systemd printed (its console) and the units' states, for assertion messages. */
+  /** The units' states (`systemctl status --all`), for assertion messages. */
   async context(): Promise<string> {
     const status = await this.systemctl("status", "--all", "--lines=20");
-    const console = await Deno.readTextFile(`${this.stage}/console.log`).catch(() => "");
-    return `--- systemctl status ---\n${status.stdout}${status.stderr}\n` +
-      `--- systemd's console ---\n${console}`;
+    return `--- systemctl status ---\n${status.stdout}${status.stderr}`;
   }
 
   /** Waits until systemd has no job left (the boot target reached, or its failure). */
