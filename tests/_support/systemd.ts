@@ -3,8 +3,9 @@
 //
 // - its own network namespace (the caller's NetNs), PID, mount, cgroup, UTS and IPC namespaces;
 // - a cgroup of its own on the cgroup2 hierarchy, made here and removed on dispose;
-// - private /run, /tmp and /dev (null, zero, full, random, urandom, tty, net/tun 0600), an overlay
-//   over /etc with a private /etc/qemu, an overlay over /usr/local, and /proc/sys read-only;
+// - private /run, /tmp, /var/tmp and /dev (null, zero, full, random, urandom, tty, net/tun 0600),
+//   an overlay over /etc with a private /etc/qemu, an overlay over /usr/local, /proc/sys
+//   read-only, and this checkout read-only at /mnt/repo (REPO);
 // - only the units it is given ($SYSTEMD_UNIT_PATH): the minimal targets systemd's default
 //   dependencies name, and whatever the test adds. No unit of the machine's is ever started.
 //
@@ -12,11 +13,17 @@
 // exit (`systemctl exit`: every unit stopped as on a shutdown); dispose kills whatever is left in
 // the cgroup and removes the cgroup and the staging directory.
 
-import { run } from "../../scripts/_netns.ts";
+import { ROOT, run } from "../../scripts/_netns.ts";
 import type { NetNs, Output } from "../../scripts/_netns.ts";
 
 /** Debian's systemd binary (package systemd). */
 export const SYSTEMD = "/lib/systemd/systemd";
+
+/**
+ * This checkout, read-only, as the container sees it: the same path whatever the checkout's own
+ * (a clone under /tmp would be hidden by the container's /tmp, and by a service's PrivateTmp=).
+ */
+export const REPO = "/mnt/repo";
 
 /** Units every container has: what systemd's default dependencies name, and the exit path. */
 const BASE_UNITS: Readonly<Record<string, string>> = {
@@ -64,8 +71,10 @@ async function cgroup2Root(): Promise<string> {
 const INIT = `set -e
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755 vmbsd-private /mnt
-mkdir /mnt/stage /mnt/etc-u /mnt/etc-w /mnt/local-u /mnt/local-w
+mkdir /mnt/stage /mnt/repo /mnt/etc-u /mnt/etc-w /mnt/local-u /mnt/local-w
 mount --bind "$1" /mnt/stage
+mount --bind "$2" /mnt/repo
+mount -o remount,bind,ro /mnt/repo
 mount -t overlay vmbsd-etc -o lowerdir=/etc,upperdir=/mnt/etc-u,workdir=/mnt/etc-w /etc
 mkdir -p /etc/qemu
 mount -t tmpfs -o mode=0755 vmbsd-etc-qemu /etc/qemu
@@ -75,6 +84,7 @@ cp -a /mnt/stage/usr-local/. /usr/local/
 mount -t tmpfs -o mode=0755 vmbsd-run /run
 while read -r name path; do mkdir -p "/run/$name" && mount --bind "$path" "/run/$name"; done < /mnt/stage/run-binds
 mount -t tmpfs -o mode=1777 vmbsd-tmp /tmp
+mount -t tmpfs -o mode=1777 vmbsd-var-tmp /var/tmp
 mount -t proc proc /proc
 mount --bind /proc/sys /proc/sys
 mount -o remount,bind,ro /proc/sys
@@ -164,6 +174,7 @@ export class SystemdContainer implements AsyncDisposable {
             INIT,
             "vmb-init",
             stage,
+            ROOT,
           ]),
         ],
         stdin: "null",

@@ -13,15 +13,18 @@
 
 import assert from "node:assert/strict";
 import { madeCode } from "../_support/exec_maps.ts";
-import { HELPER_FROM_SOURCE, NetNs, ROOT, rootTest, run } from "../_support/ns.ts";
+import { NetNs, ROOT, rootTest, run } from "../_support/ns.ts";
 import { OvsInstance } from "../_support/ovs.ts";
-import { SystemdContainer } from "../_support/systemd.ts";
-import { noTapsLeft, SERVICE_FROM_SOURCE } from "./_service.ts";
+import { REPO, SystemdContainer } from "../_support/systemd.ts";
+import { noTapsLeft } from "./_service.ts";
 
 const LOG = "/run/vmb-service.log";
 const FROM_SOURCE_DROP_IN =
   `[Service]\nEnvironment=DENO_DIR=/tmp/deno\nStandardError=file:${LOG}\n`;
-const ASK = `${ROOT}/tests/_support/ask_tap.ts`;
+// Paths inside the container: the checkout is at REPO there.
+const ASK = `${REPO}/tests/_support/ask_tap.ts`;
+const HELPER = `${REPO}/bin/qemu-bridge-helper`;
+const SERVICE = `${REPO}/bin/vm-bridged`;
 /** CAP_NET_ADMIN (12) alone, as /proc/PID/status shows a capability set. */
 const NET_ADMIN_ONLY = (1n << 12n).toString(16).padStart(16, "0");
 
@@ -60,7 +63,11 @@ async function ask(
   await run(sd.exec(["install", "-d", "-o", "65534", "-g", "65534", "/tmp/deno-65534"]));
   const deno = [Deno.execPath(), "run", "--allow-all", "--no-lock", ASK, how, bridge];
   const r = await run(
-    sd.exec(how === "helper" ? [...deno, ...NOBODY, HELPER_FROM_SOURCE] : [...NOBODY, ...deno]),
+    sd.exec(
+      how === "helper"
+        ? ["env", "DENO_DIR=/tmp/deno-root", ...deno, ...NOBODY, HELPER]
+        : [...NOBODY, ...deno],
+    ),
   );
   assert.equal(r.code, 0, `ask_tap.ts: ${r.stdout}${r.stderr}`);
   return JSON.parse(r.stdout.trim().split("\n").pop()!) as Answer;
@@ -101,7 +108,7 @@ rootTest(
       units: await shippedUnits(),
       start: ["vm-bridge.socket"],
       etcQemu: { "bridge.conf": "allow br0\n" },
-      usrLocal: { "libexec/vm-bridged": SERVICE_FROM_SOURCE },
+      usrLocal: { "libexec/vm-bridged": SERVICE },
     });
     const ctx = () => sd.context();
 
@@ -220,7 +227,7 @@ rootTest(
       units: await shippedUnits(),
       start: ["vm-bridge.socket"],
       etcQemu: { "bridge.conf": "allow sw0\n" },
-      usrLocal: { "libexec/vm-bridged": SERVICE_FROM_SOURCE },
+      usrLocal: { "libexec/vm-bridged": SERVICE },
       run: { openvswitch: ovs.dir },
     });
     const got = await ask(sd, "service", "sw0");
