@@ -217,7 +217,7 @@ rootTest(
 
 rootTest(
   "systemd: under the shipped unit the service attaches a tap to an Open vSwitch bridge " +
-    "through the database at its default path (/run/openvswitch, the unit's ReadWritePaths), " +
+    "through the database at its default path (/run/openvswitch, read-only to it), " +
     "for a client of the library",
   async () => {
     await using ns = await NetNs.create();
