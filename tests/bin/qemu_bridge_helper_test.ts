@@ -103,7 +103,7 @@ for (
     for (const l of exec) {
       assert.match(
         l,
-        /^\d+ mmap\(.*PROT_READ\|PROT_EXEC, MAP_PRIVATE\|MAP_FIXED\|MAP_DENYWRITE, \d+,/,
+        /^\d+ +mmap\(.*PROT_READ\|PROT_EXEC, MAP_PRIVATE\|MAP_FIXED\|MAP_DENYWRITE, \d+,/,
         l,
       );
     }
