@@ -165,7 +165,7 @@ rootTest(
     );
     // ProtectSystem=strict and ReadOnlyPaths=: it can write nowhere but its private /tmp. (/run
     // is on that list because systemd 252 leaves it writable under ProtectSystem=strict once
-    // any of ProtectKernelTunables=, ProtectControlGroups=, ProtectProc= or ProcSubset= is set:
+    // any of ProtectKernelTunables=, ProtectControlGroups= or ProcSubset= is set:
     // they mount the API file systems, /run among them, and so exempt it.)
     const mounts = await sd.readFile(`/proc/${mainPid}/mountinfo`);
     const writable = [
