@@ -14,7 +14,7 @@ import {
   PrivilegeError,
 } from "./caps/privileges.ts";
 import { NetControl } from "./net/bridge.ts";
-import { canonicalBridge, checkMaster } from "./net/link.ts";
+import { canonicalBridge, checkMaster, Links, looksLikeOvsBridge } from "./net/link.ts";
 import { attachTap, openTun, tunFeatures } from "./net/tap.ts";
 import { requestTapSync, ServiceError, ServiceUnavailableError } from "./service/client.ts";
 import { DEFAULT_SOCKET } from "./service/protocol.ts";
@@ -27,7 +27,6 @@ import {
   getsockoptInt,
   OsError,
   peerCred,
-  readSmallFile,
   S,
   sendFd,
   SOCK,
@@ -60,14 +59,11 @@ function step<T>(
   }
 }
 
-/**
- * A tun/tap device (sysfs `tun_flags`): what the kernel shows of an Open vSwitch bridge with the
- * userspace datapath. (The kernel datapath's bridge device is an `openvswitch` internal port.)
- */
-function isTapDevice(name: string): boolean {
+/** True when the kernel shows `name` as an Open vSwitch bridge's device (net/link.ts). */
+function isOvsBridge(name: string): boolean {
   try {
-    readSmallFile(`/sys/class/net/${name}/tun_flags`, 64);
-    return true;
+    using links = new Links();
+    return looksLikeOvsBridge(links, name);
   } catch {
     return false;
   }
@@ -148,7 +144,7 @@ function main(argv: readonly string[]): number {
     `failed to add interface \`${tap}' to bridge \`${args.bridge}'`,
     () => ctl.addToBridge(args.bridge, tap),
     undefined,
-    (e) => e.errno === E.EOPNOTSUPP && isTapDevice(args.bridge) ? ovsBridgeNote(args.bridge) : "",
+    (e) => e.errno === E.EOPNOTSUPP && isOvsBridge(args.bridge) ? ovsBridgeNote(args.bridge) : "",
   );
   // SIOCBRADDIF takes the bridge by name: if it was renamed since step 4 and another interface
   // took the name, the tap joined that one. Re-read its master by index, before it is up.

@@ -100,6 +100,25 @@ export function altnameMessage(name: string, canonical: string): string {
   }': use its name`;
 }
 
+/**
+ * True when the interface `name` looks like an Open vSwitch bridge to the kernel: a tap (the
+ * bridge device of a userspace, `datapath_type=netdev`, bridge) or an `openvswitch` device (the
+ * kernel datapath's internal port). Only the OVS database can say for sure; this is for messages.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { looksLikeOvsBridge } from "./link.ts";
+ *
+ * const kernel = { get: () => ({ index: 7, name: "br-int", kind: "openvswitch" }) };
+ * assert.equal(looksLikeOvsBridge(kernel, "br-int"), true);
+ * ```
+ */
+export function looksLikeOvsBridge(links: Pick<Links, "get">, name: string): boolean {
+  const kind = links.get({ name })?.kind;
+  return kind === "tun" || kind === "openvswitch";
+}
+
 /** How a caller turns a one-line message into its own error type (the helper's, the service's). */
 export type LineError = new (message: string, options?: ErrorOptions) => Error;
 

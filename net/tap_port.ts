@@ -6,7 +6,7 @@ import { Fd } from "../sys/fd.ts";
 import { fstat, inNetNamespace, ioctlValue, O, open, OsError, SOCK, socket } from "../sys/libc.ts";
 import { NL } from "../sys/netlink.ts";
 import { escapeForMessage } from "./ifname.ts";
-import { Links } from "./link.ts";
+import { Links, looksLikeOvsBridge } from "./link.ts";
 import { tapInfo } from "./tap.ts";
 
 /** TUNGETDEVNETNS (`_IO('T', 227)`): an fd for the network namespace the tap lives in. */
@@ -82,14 +82,13 @@ export function tapPortProblem(fd: number, bridge: string): string | undefined {
 }
 
 /**
- * Where `bridge` looks like an Open vSwitch bridge (its device a tap: the userspace datapath; or
- * an `openvswitch` device: the kernel's), why the check cannot pass and what to do instead. Its
- * ports are the OVS database's to know (a port of the kernel datapath has `ovs-system` as its
- * master, one of the userspace datapath none), and a library user can rarely read that database.
+ * Where `bridge` looks like an Open vSwitch bridge, why the check cannot pass and what to do
+ * instead. Its ports are the OVS database's to know (a port of the kernel datapath has
+ * `ovs-system` as its master, one of the userspace datapath none), and a library user can rarely
+ * read that database.
  */
 function ovsNote(links: Links, bridge: string): string {
-  const kind = links.get({ name: bridge })?.kind;
-  if (kind !== "tun" && kind !== "openvswitch") return "";
+  if (!looksLikeOvsBridge(links, bridge)) return "";
   return `; \`${escapeForMessage(bridge)}' looks like an Open vSwitch bridge, whose ports the ` +
     `kernel does not show, so this cannot be checked: ask the bridge service for the tap ` +
     `(bridgeNetdev() with via "service" or "auto")`;
