@@ -14,7 +14,7 @@ import {
   PrivilegeError,
 } from "./caps/privileges.ts";
 import { NetControl } from "./net/bridge.ts";
-import { canonicalBridge, checkMaster, Links, looksLikeOvsBridge } from "./net/link.ts";
+import { canonicalBridge, checkMaster, looksLikeOvsBridge } from "./net/link.ts";
 import { attachTap, openTun, tunFeatures } from "./net/tap.ts";
 import { requestTapSync, ServiceError, ServiceUnavailableError } from "./service/client.ts";
 import { DEFAULT_SOCKET } from "./service/protocol.ts";
@@ -56,16 +56,6 @@ function step<T>(
       throw new Fail(`${what}: ${e.strerror}${more?.(e) ?? ""}${hint ? `\n${hint}` : ""}`);
     }
     throw e;
-  }
-}
-
-/** True when the kernel shows `name` as an Open vSwitch bridge's device (net/link.ts). */
-function isOvsBridge(name: string): boolean {
-  try {
-    using links = new Links();
-    return looksLikeOvsBridge(links, name);
-  } catch {
-    return false;
   }
 }
 
@@ -144,7 +134,8 @@ function main(argv: readonly string[]): number {
     `failed to add interface \`${tap}' to bridge \`${args.bridge}'`,
     () => ctl.addToBridge(args.bridge, tap),
     undefined,
-    (e) => e.errno === E.EOPNOTSUPP && isOvsBridge(args.bridge) ? ovsBridgeNote(args.bridge) : "",
+    (e) =>
+      e.errno === E.EOPNOTSUPP && looksLikeOvsBridge(args.bridge) ? ovsBridgeNote(args.bridge) : "",
   );
   // SIOCBRADDIF takes the bridge by name: if it was renamed since step 4 and another interface
   // took the name, the tap joined that one. Re-read its master by index, before it is up.

@@ -103,7 +103,8 @@ export function altnameMessage(name: string, canonical: string): string {
 /**
  * True when the interface `name` looks like an Open vSwitch bridge to the kernel: a tap (the
  * bridge device of a userspace, `datapath_type=netdev`, bridge) or an `openvswitch` device (the
- * kernel datapath's internal port). Only the OVS database can say for sure; this is for messages.
+ * kernel datapath's internal port). Only the OVS database can say for sure. Asks `links` (the
+ * caller's, in another namespace) or a socket of its own; false when the kernel cannot be asked.
  *
  * @example
  * ```ts
@@ -111,12 +112,17 @@ export function altnameMessage(name: string, canonical: string): string {
  * import { looksLikeOvsBridge } from "./link.ts";
  *
  * const kernel = { get: () => ({ index: 7, name: "br-int", kind: "openvswitch" }) };
- * assert.equal(looksLikeOvsBridge(kernel, "br-int"), true);
+ * assert.equal(looksLikeOvsBridge("br-int", kernel), true);
  * ```
  */
-export function looksLikeOvsBridge(links: Pick<Links, "get">, name: string): boolean {
-  const kind = links.get({ name })?.kind;
-  return kind === "tun" || kind === "openvswitch";
+export function looksLikeOvsBridge(name: string, links?: Pick<Links, "get">): boolean {
+  try {
+    using own = links === undefined ? new Links() : undefined;
+    const kind = (links ?? own!).get({ name })?.kind;
+    return kind === "tun" || kind === "openvswitch";
+  } catch {
+    return false;
+  }
 }
 
 /** How a caller turns a one-line message into its own error type (the helper's, the service's). */

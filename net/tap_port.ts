@@ -88,7 +88,7 @@ export function tapPortProblem(fd: number, bridge: string): string | undefined {
  * read that database.
  */
 function ovsNote(links: Links, bridge: string): string {
-  if (!looksLikeOvsBridge(links, bridge)) return "";
+  if (!looksLikeOvsBridge(bridge, links)) return "";
   return `; \`${escapeForMessage(bridge)}' looks like an Open vSwitch bridge, whose ports the ` +
     `kernel does not show, so this cannot be checked: ask the bridge service for the tap ` +
     `(bridgeNetdev() with via "service" or "auto")`;

@@ -14,6 +14,7 @@ import {
 import { authorizeIfaceId, loadOvnPolicy, type OvnClient } from "../ovs/iface_id.ts";
 import { ifNameToIndex, listDir, OsError, readSmallFile } from "../sys/libc.ts";
 import type { NetControl } from "../net/bridge.ts";
+import { looksLikeOvsBridge } from "../net/link.ts";
 import type { BridgeKind, TapRecord } from "./taps.ts";
 import type { Identity } from "./policy.ts";
 import { audit } from "./audit.ts";
@@ -29,21 +30,6 @@ export type Verdict =
   | { kind: "linux" }
   | { kind: "ovs"; bridge: BridgeRow }
   | { kind: "none"; reason: string };
-
-/**
- * A device that the kernel alone says could be an Open vSwitch bridge: not a Linux bridge, and a
- * tun/tap device (`/sys/class/net/NAME/tun_flags`), which is what the userspace datapath's
- * bridge device is. The helper uses this to point at the service; the service to refuse when
- * the database cannot be asked.
- */
-export function looksLikeOvsDevice(name: string): boolean {
-  try {
-    readSmallFile(`/sys/class/net/${name}/tun_flags`, 64);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Which kind of bridge `bridge` is. A name the database does not know is handled as a Linux
@@ -68,7 +54,7 @@ export async function bridgeVerdict(path: string, bridge: string): Promise<Verdi
     );
   } catch (e) {
     if (!(e instanceof OvsdbUnreachableError)) throw e;
-    if (facts.exists && !facts.linuxBridge && looksLikeOvsDevice(bridge)) {
+    if (facts.exists && !facts.linuxBridge && looksLikeOvsBridge(bridge)) {
       return {
         kind: "none",
         reason: `bridge \`${bridge}' may be an Open vSwitch bridge: ${e.message}`,
