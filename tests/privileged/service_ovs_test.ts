@@ -12,7 +12,7 @@ import { OvsInstance } from "../_support/ovs.ts";
 import { bridgeNetdev } from "../../mod.ts";
 import { respond } from "../../examples/responder.ts";
 import { BRIDGE, ping, TwoHosts } from "../../scripts/_hosts.ts";
-import { clientSetup, startService } from "./_service.ts";
+import { clientSetup, type ServiceProc, startService } from "./_service.ts";
 import { tempDirFor } from "../_support/deno_copy.ts";
 
 const ACL = { "bridge.conf": "allow sw0\nallow br0\n" };
@@ -51,6 +51,21 @@ async function noTapsLeft(ns: NetNs, ms = 5000): Promise<string[]> {
   return taps;
 }
 
+/** The service in `ns`, listening, on `ovs`'s database; sweeping every `sweepMs` when given. */
+function serviceOn(
+  ns: NetNs,
+  ovs: OvsInstance,
+  etcQemu: Record<string, string>,
+  sweepMs?: number,
+): Promise<ServiceProc> {
+  const sweep = sweepMs === undefined ? [] : ["--sweep-ms", String(sweepMs)];
+  return startService(ns, {
+    etcQemu,
+    args: ["--ovsdb", ovs.dbSock, ...sweep],
+    activation: "listen",
+  });
+}
+
 async function until(what: string, ok: () => Promise<boolean>, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await ok())) {
@@ -65,11 +80,7 @@ rootTest(
     await using ns = await NetNs.create("vmb-svcovs");
     await using ovs = await OvsInstance.start(ns);
     await ovs.addBridge("sw0");
-    await using svc = await startService(ns, {
-      etcQemu: { ...ACL, "bridge-ovn.conf": OVN },
-      args: ["--ovsdb", ovs.dbSock, "--sweep-ms", "50"],
-      activation: "listen",
-    });
+    await using svc = await serviceOn(ns, ovs, { ...ACL, "bridge-ovn.conf": OVN }, 50);
     using db = ovs.db();
     {
       using fd = await requestTap("sw0", false, {
@@ -129,11 +140,7 @@ rootTest(
     const ask = (socket: string, bridge: string, ifaceId: string) =>
       requestTap(bridge, false, { socket, timeoutMs: 30_000, ifaceId });
     {
-      await using svc = await startService(ns, {
-        etcQemu: { ...ACL, "bridge-ovn.conf": OVN },
-        args: ["--ovsdb", ovs.dbSock],
-        activation: "listen",
-      });
+      await using svc = await serviceOn(ns, ovs, { ...ACL, "bridge-ovn.conf": OVN });
       (await ask(svc.socket, "sw0", "root:db")).close();
       await assert.rejects(() => ask(svc.socket, "sw0", "nobody:db"), (e: unknown) => {
         assert.ok(e instanceof ServiceError);
@@ -164,11 +171,7 @@ rootTest(
     }
     {
       // No policy file: no iface-id for anyone (deny by default); a tap without one is fine.
-      await using svc = await startService(ns, {
-        etcQemu: ACL,
-        args: ["--ovsdb", ovs.dbSock],
-        activation: "listen",
-      });
+      await using svc = await serviceOn(ns, ovs, ACL);
       await assert.rejects(() => ask(svc.socket, "sw0", "root:db"), {
         status: STATUS.DENIED,
         message: "iface-id 'root:db' refused: /etc/qemu/bridge-ovn.conf allows no iface-id",
@@ -191,11 +194,7 @@ rootTest(
     await using ns = await NetNs.create("vmb-svcovs");
     await using ovs = await OvsInstance.start(ns);
     await ovs.addBridge("sw0");
-    await using svc = await startService(ns, {
-      etcQemu: ACL,
-      args: ["--ovsdb", ovs.dbSock, "--sweep-ms", "20"],
-      activation: "listen",
-    });
+    await using svc = await serviceOn(ns, ovs, ACL, 20);
     using db = ovs.db();
     const names = new Set<string>();
     const t0 = performance.now();
@@ -224,11 +223,7 @@ rootTest(
     await using ns = await NetNs.create("vmb-svcovs");
     await using ovs = await OvsInstance.start(ns);
     await ovs.addBridge("sw0");
-    await using svc = await startService(ns, {
-      etcQemu: ACL,
-      args: ["--ovsdb", ovs.dbSock],
-      activation: "listen",
-    });
+    await using svc = await serviceOn(ns, ovs, ACL);
     await ovs.stopSwitch();
     await assert.rejects(
       () => requestTap("sw0", false, { socket: svc.socket, timeoutMs: 30_000 }),
@@ -274,11 +269,7 @@ rootTest(
     await ns.ip("link", "del", "gone0");
     // An administrator's port whose device is gone too: not ours, kept.
     await db.addTunnel("sw0", "vx0", "vxlan", new Map([["remote_ip", "192.0.2.9"]]));
-    await using svc = await startService(ns, {
-      etcQemu: ACL,
-      args: ["--ovsdb", ovs.dbSock],
-      activation: "listen",
-    });
+    await using svc = await serviceOn(ns, ovs, ACL);
     await svc.waitFor(
       /event=ovs-port bridge=sw0 tap=gone0 .*action=removed reason="stale at start"/,
     );
@@ -293,11 +284,7 @@ rootTest(
     await using ns = await NetNs.create("vmb-svcovs");
     await using ovs = await OvsInstance.start(ns);
     await ovs.addBridge("sw0");
-    await using svc = await startService(ns, {
-      etcQemu: ACL,
-      args: ["--ovsdb", ovs.dbSock, "--sweep-ms", "50"],
-      activation: "listen",
-    });
+    await using svc = await serviceOn(ns, ovs, ACL, 50);
     await using denoDir = await tempDirFor(65534, 0o700, "vmb-denodir-");
     const sb = await sandbox(ns, {
       user: { uid: 65534, gid: 65534 },
