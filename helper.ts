@@ -22,6 +22,7 @@ import type { Fd } from "./sys/fd.ts";
 import {
   capget,
   E,
+  type FileStat,
   fstat,
   getpid,
   getsockoptInt,
@@ -86,7 +87,8 @@ function main(argv: readonly string[]): number {
   if (args.check) return runChecks(args.bridge);
 
   // 3. The fd must be a connected Unix socket whose peer is not this process (the runtime holds
-  //    sockets of its own), checked now, before any tap exists (C finds out at the end).
+  //    sockets of its own) and which is none of our standard streams, checked now, before any
+  //    tap exists (C finds out at the end).
   checkUnixSocket(args.fd);
 
   // 3b. No CAP_NET_ADMIN (installed with no privilege at all): when the bridge service listens,
@@ -176,12 +178,25 @@ function askService(bridge: string, vnetHdr: boolean): Fd | undefined {
 }
 
 function checkUnixSocket(fd: number): void {
-  let ok = false;
+  let st: FileStat | undefined;
   try {
-    ok = (fstat(fd).mode & S.IFMT) === S.IFSOCK &&
+    const s = fstat(fd);
+    const unix = (s.mode & S.IFMT) === S.IFSOCK &&
       getsockoptInt(fd, SOCK.SOL_SOCKET, SOCK.SO_DOMAIN) === SOCK.AF_UNIX;
-  } catch { /* not open: ok stays false */ }
-  if (!ok) throw new Fail(`invalid --fd=${fd}: not an open Unix socket`);
+    if (unix) st = s;
+  } catch { /* not open: st stays undefined */ }
+  if (st === undefined) throw new Fail(`invalid --fd=${fd}: not an open Unix socket`);
+  // Nor one of our standard streams (fd 0-2, or the copies Deno makes of them at higher fds):
+  // a socket there reaches whoever reads or writes them, a log collector or a terminal server,
+  // which need not be the caller.
+  for (const [std, name] of [[0, "input"], [1, "output"], [2, "error"]] as const) {
+    let same = false;
+    try {
+      const s = fstat(std);
+      same = s.dev === st.dev && s.ino === st.ino;
+    } catch { /* closed: not the same */ }
+    if (same) throw new Fail(`invalid --fd=${fd}: the socket is this helper's standard ${name}`);
+  }
   // The peer's pid is the process that connected, or that made the pair. Deno's runtime makes
   // socket pairs of its own (fds 7-9 under QEMU): sending the tap there would "succeed", exit 0,
   // and leave QEMU to adopt whatever its fd is. No peer at all (pid 0) is refused as well.

@@ -141,10 +141,13 @@ rootTest(
     for (const { fd, run } of runs) {
       const self = `invalid --fd=${fd}: the socket's peer is this helper itself\n`;
       if (run.stderr === self) selfSockets++;
+      // Deno also copies stdout and stderr to higher fds (16 and 17 here, lower when it opened
+      // fewer cache files): those are sockets to this process, refused as the streams they are.
       assertRefused(
         run,
         new RegExp(
-          `^invalid --fd=${fd}: (not an open Unix socket|the socket's peer is this helper itself)\\n$`,
+          `^invalid --fd=${fd}: (not an open Unix socket|the socket's peer is this helper itself|` +
+            `the socket is this helper's standard (output|error))\\n$`,
         ),
         `--fd=${fd}`,
       );
@@ -152,6 +155,24 @@ rootTest(
     // The scenario is real: the runtime does hold such sockets.
     assert.ok(selfSockets >= 1, "no --fd between 4 and 12 was one of the runtime's sockets");
     await assertNoTaps(ns, "after --fd of the runtime's own sockets");
+  },
+);
+
+rootTest(
+  "helper refuses --fd of its own stdout or stderr, a socket whose reader need not be the caller",
+  async () => {
+    await using ns = await NetNs.create();
+    await ns.bridge("br0");
+    const etc = { etcQemu: { "bridge.conf": "allow br0\n" } };
+    // runRaw gives the helper socket pairs as stdout and stderr, as a log collector would.
+    for (const [fd, name] of [[1, "output"], [2, "error"]] as const) {
+      assertRefused(
+        await runHelperIn(ns, etc, ["--br=br0", `--fd=${fd}`]),
+        `invalid --fd=${fd}: the socket is this helper's standard ${name}\n`,
+        `--fd=${fd}`,
+      );
+    }
+    await assertNoTaps(ns, "after --fd of stdout and stderr");
   },
 );
 
