@@ -67,7 +67,7 @@ async function cgroup2Root(): Promise<string> {
   throw new Error("no cgroup2 hierarchy is mounted (/proc/self/mountinfo): systemd needs one");
 }
 
-/** The script that becomes PID 1: mounts, then exec systemd. $1 is the staging directory. */
+/** The script that becomes PID 1: mounts, then exec systemd. $1: the staging directory; $2: ROOT. */
 const INIT = `set -e
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755 vmbsd-private /mnt
@@ -263,13 +263,14 @@ async function write(path: string, text: string): Promise<void> {
 /** The pid of unshare's child (PID 1 inside), once it has exec'd systemd. */
 async function initPid(unsharePid: number, stage: string): Promise<number> {
   const end = Date.now() + 10_000;
+  const systemd = await Deno.realPath(SYSTEMD);
   for (;;) {
     const kids = await Deno.readTextFile(`/proc/${unsharePid}/task/${unsharePid}/children`)
       .catch(() => "");
     const pid = Number(kids.trim().split(/\s+/)[0]);
     if (pid > 0) {
       const exe = await Deno.readLink(`/proc/${pid}/exe`).catch(() => "");
-      if (exe === await Deno.realPath(SYSTEMD)) return pid;
+      if (exe === systemd) return pid;
     }
     if (Date.now() > end) {
       const log = await Deno.readTextFile(`${stage}/init.log`).catch(() => "");
