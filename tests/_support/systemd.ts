@@ -67,7 +67,7 @@ async function cgroup2Root(): Promise<string> {
   throw new Error("no cgroup2 hierarchy is mounted (/proc/self/mountinfo): systemd needs one");
 }
 
-/** The script that becomes PID 1: mounts, then exec systemd. $1: the staging directory; $2: ROOT. */
+/** The script that becomes PID 1: mounts, then exec systemd. $1 is the stage, $2 ROOT. */
 const INIT = `set -e
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755 vmbsd-private /mnt
